@@ -1,0 +1,121 @@
+//! The phases, in order: wait, then (for `run`) start the command. Each phase's duration goes
+//! into the closing summary line.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{debug, error, info};
+
+use crate::config::{Command, Config, WaitConfig};
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::supervise;
+use crate::wait::{self, millis};
+
+/// Runs the configured command to its end and returns how preflight should exit. For `run`
+/// this only returns if the command could not be started.
+pub fn run(config: Config, started: Instant) -> Exit {
+    let mut timings = Timings::default();
+    let result = match config.command {
+        Command::Wait(wait) => {
+            if wait.targets.is_empty() {
+                Err(Error::Config(
+                    "nothing to wait for: set DATABASE_URL or --database-url, or pass --wait-for"
+                        .into(),
+                ))
+            } else {
+                run_wait(wait, &mut timings)
+            }
+        }
+        Command::Run { wait, argv } => {
+            run_wait(wait, &mut timings).and_then(|()| start(&argv, &timings, started))
+        }
+    };
+    let exit = match result {
+        Ok(()) => Exit::Success,
+        Err(err) => {
+            let exit = err.exit();
+            error!(exit_code = exit.code(), "{err}");
+            exit
+        }
+    };
+    info!(
+        wait_ms = timings.wait.map(millis),
+        total_ms = millis(started.elapsed()),
+        exit_code = exit.code(),
+        "done"
+    );
+    exit
+}
+
+#[derive(Default)]
+struct Timings {
+    wait: Option<Duration>,
+}
+
+fn run_wait(wait: WaitConfig, timings: &mut Timings) -> Result<(), Error> {
+    if wait.targets.is_empty() {
+        debug!("no targets configured, nothing to wait for");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    let began = Instant::now();
+    let result = runtime.block_on(async {
+        let mut shutdown = Shutdown::install()?;
+        tokio::select! {
+            r = wait::wait_all(wait.targets, &wait.policy) => r.map_err(Error::from),
+            signal = shutdown.recv() => Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: "wait" }),
+        }
+    });
+    timings.wait = Some(began.elapsed());
+    // A getaddrinfo call may still be blocked in a worker thread; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+fn start(argv: &[OsString], timings: &Timings, started: Instant) -> Result<(), Error> {
+    info!(
+        wait_ms = timings.wait.map(millis),
+        total_ms = millis(started.elapsed()),
+        pid = std::process::id(),
+        command = %argv[0].to_string_lossy(),
+        "starting"
+    );
+    debug!(argv = ?argv, "full command line");
+    Err(supervise::exec(argv))
+}
+
+/// The signals that end preflight during its own phases. Installed before any work starts, so a
+/// SIGTERM that arrives during the first attempt is not lost.
+struct Shutdown {
+    streams: Vec<(nix::sys::signal::Signal, Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Result<Self, Error> {
+        use nix::sys::signal::Signal as S;
+        let mut streams = Vec::new();
+        for sig in [S::SIGTERM, S::SIGINT, S::SIGHUP, S::SIGQUIT] {
+            let stream = signal(SignalKind::from_raw(sig as i32))
+                .map_err(|e| Error::Internal(format!("cannot handle {}: {e}", sig.as_str())))?;
+            streams.push((sig, stream));
+        }
+        Ok(Shutdown { streams })
+    }
+
+    async fn recv(&mut self) -> nix::sys::signal::Signal {
+        std::future::poll_fn(|cx| {
+            for (sig, stream) in &mut self.streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*sig);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}

@@ -1,0 +1,191 @@
+//! The command line, and only the command line: clap types live here and nowhere else.
+//! `config` turns them into a validated `Config`.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  # As a container entrypoint: wait for the database, then start the app
+  preflight run -- gunicorn app:app
+
+  # Wait for PostgreSQL over IPv6 and a cache, for at most 2 minutes
+  DATABASE_URL=postgres://app:secret@db.internal:5432/app \\
+    preflight wait --wait-for tcp://cache.internal:6379 --timeout 2m
+
+  # SQLite on a mounted volume, JSON logs
+  preflight --log-format json wait --database-url sqlite:/data/app.db
+
+Exit codes: 0 ok, 2 usage, 3 permanent dependency error, 124 deadline passed,
+126/127 command not executable/not found, 128+N killed by signal N.";
+
+/// Wait for the database and other dependencies, then start the application.
+#[derive(Debug, Parser)]
+#[command(name = "preflight", version, about, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log line format on stderr: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "PREFLIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax: `debug`, or `info,preflight=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "PREFLIGHT_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Wait until every dependency is ready, then exit 0.
+    ///
+    /// Example: preflight wait --database-url postgres://app@db/app --timeout 30s
+    Wait(WaitArgs),
+    /// Wait for every dependency, then start COMMAND in place of preflight.
+    ///
+    /// Example: preflight run --wait-for tcp://cache:6379 -- gunicorn app:app
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// The application to start, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The database to wait for: postgres://, postgresql://, mysql://, mariadb:// or sqlite:
+    /// (a SQLAlchemy `+driver` suffix is accepted). Example: postgres://app:pw@[::1]:5432/app
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Another dependency: tcp://HOST:PORT, http://HOST[:PORT]/PATH (2xx is ready) or a
+    /// database URL. Repeat the flag, or separate with commas in the variable.
+    /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
+    #[arg(
+        long,
+        env = "PREFLIGHT_WAIT_FOR",
+        value_name = "TARGET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub wait_for: Vec<String>,
+
+    /// Overall deadline for the wait; 0 waits forever. Example: 2m
+    #[arg(
+        long,
+        env = "PREFLIGHT_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub timeout: String,
+
+    /// The most one attempt (DNS, connect, login) may take. Example: 2s
+    #[arg(
+        long,
+        env = "PREFLIGHT_ATTEMPT_TIMEOUT",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub attempt_timeout: String,
+
+    /// Ceiling of the first retry's random delay; it doubles per failure up to --backoff-max.
+    #[arg(
+        long,
+        env = "PREFLIGHT_BACKOFF_BASE",
+        default_value = "50ms",
+        value_name = "DURATION"
+    )]
+    pub backoff_base: String,
+
+    /// Largest random delay between attempts. Once the dependency is up, it is seen about
+    /// 0.3 × this later on median. Example: 1s
+    #[arg(
+        long,
+        env = "PREFLIGHT_BACKOFF_MAX",
+        default_value = "400ms",
+        value_name = "DURATION"
+    )]
+    pub backoff_max: String,
+
+    /// How long one address gets before the next one is tried in parallel (RFC 8305).
+    #[arg(
+        long,
+        env = "PREFLIGHT_CONNECT_STAGGER",
+        default_value = "250ms",
+        value_name = "DURATION"
+    )]
+    pub connect_stagger: String,
+
+    /// Keep waiting through login errors (wrong password, no such user or database) instead of
+    /// failing at once: for setups that create the user or database after the server starts.
+    #[arg(long, env = "PREFLIGHT_RETRY_LOGIN_ERRORS")]
+    pub retry_login_errors: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_env_vars_and_defaults_but_not_secrets() {
+        let mut cmd = Cli::command();
+        let wait = cmd
+            .find_subcommand_mut("wait")
+            .expect("wait subcommand exists");
+        let help = wait.render_long_help().to_string();
+        for needle in [
+            "DATABASE_URL",
+            "PREFLIGHT_TIMEOUT",
+            "[default: 60s]",
+            "PREFLIGHT_BACKOFF_MAX",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn run_takes_the_command_after_double_dash() {
+        let cli = Cli::try_parse_from([
+            "preflight",
+            "run",
+            "--timeout",
+            "5s",
+            "--",
+            "echo",
+            "--timeout",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Run(run) => {
+                assert_eq!(run.command, ["echo", "--timeout"]);
+                assert_eq!(run.wait.timeout, "5s");
+            }
+            Command::Wait(_) => panic!("parsed as wait"),
+        }
+    }
+}

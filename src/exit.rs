@@ -1,0 +1,80 @@
+//! Every exit code preflight can return, in one place. The README's table is generated from the
+//! same list by hand; `exit_codes_are_distinct` keeps the numbers honest.
+
+use std::process::ExitCode;
+
+/// Why preflight ended. The numeric codes are part of the public interface: orchestrators and
+/// scripts branch on them, so a code never changes meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every phase succeeded (and, for `run` in supervise mode, the app exited 0).
+    Success,
+    /// An internal error that fits no other code (a bug, or the OS refusing a basic call).
+    Failure,
+    /// A usage or configuration error: bad flag, malformed URL, bad duration. Nothing was touched.
+    Usage,
+    /// A dependency answered with an error waiting will not fix: wrong password, missing
+    /// database, TLS misconfiguration.
+    Dependency,
+    /// The overall deadline (`--timeout`) passed with a target still not ready.
+    Timeout,
+    /// The command was found but could not be executed (permissions, not an executable).
+    NotExecutable,
+    /// The command was not found on PATH.
+    NotFound,
+    /// Aborted by signal N: the process exits 128+N, as a shell would report it.
+    Signal(i32),
+}
+
+impl Exit {
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Dependency => 3,
+            // 10-19 are reserved for migration failures, 124-127 follow coreutils' timeout(1)
+            // and POSIX shells.
+            Exit::Timeout => 124,
+            Exit::NotExecutable => 126,
+            Exit::NotFound => 127,
+            Exit::Signal(n) => (128 + n) as u8,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let all = [
+            Exit::Success,
+            Exit::Failure,
+            Exit::Usage,
+            Exit::Dependency,
+            Exit::Timeout,
+            Exit::NotExecutable,
+            Exit::NotFound,
+            Exit::Signal(15),
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|e| e.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn signals_map_to_128_plus_n() {
+        assert_eq!(Exit::Signal(15).code(), 143);
+        assert_eq!(Exit::Signal(2).code(), 130);
+        assert_eq!(Exit::Signal(9).code(), 137);
+    }
+}

@@ -1,0 +1,34 @@
+//! preflight: wait for the database and other dependencies, migrate, then start the app.
+
+mod app;
+mod cli;
+mod config;
+mod error;
+mod exit;
+mod log;
+mod supervise;
+mod target;
+mod wait;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    // clap prints usage errors itself and exits 2, our code for them.
+    let cli = cli::Cli::parse();
+    if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
+        eprintln!("preflight: {err}");
+        return err.exit().into();
+    }
+    let exit = match config::Config::from_cli(cli) {
+        Ok(config) => app::run(config, started),
+        Err(err) => {
+            tracing::error!(exit_code = err.exit().code(), "{err}");
+            err.exit()
+        }
+    };
+    exit.into()
+}

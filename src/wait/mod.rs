@@ -1,0 +1,192 @@
+//! The wait phase: every target in parallel, each with its own retry schedule, all under one
+//! deadline.
+//!
+//! Each target loops: attempt (under the per-attempt timeout) → classify → stop on success or on
+//! a permanent error, else sleep a jittered delay and go again. The first permanent error anywhere
+//! ends the whole wait at once (the other targets are cancelled): there is no point waiting for
+//! a cache while the database rejects our password.
+
+pub mod backoff;
+pub mod classify;
+pub mod connect;
+mod probe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::target::Target;
+pub use backoff::Backoff;
+use classify::{Class, Failure};
+
+/// How to wait. Built and validated by `config`.
+#[derive(Debug, Clone)]
+pub struct WaitPolicy {
+    pub backoff: Backoff,
+    /// The most one attempt (resolve + connect + login) may take.
+    pub attempt_timeout: Duration,
+    /// RFC 8305's "connection attempt delay": how long one address gets before the next starts.
+    pub stagger: Duration,
+    /// The overall deadline, from the start of the wait. `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Treat login and missing-database errors as "not yet".
+    pub retry_login_errors: bool,
+    /// How often a target that is still not ready says so at info level.
+    pub progress_every: Duration,
+}
+
+/// Why the wait ended without every target ready.
+#[derive(Debug)]
+pub enum WaitError {
+    /// A target answered with an error waiting will not fix.
+    Permanent { target: String, failure: Failure },
+    /// The deadline passed; these targets were still not ready.
+    Timeout {
+        timeout: Duration,
+        pending: Vec<Pending>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Pending {
+    pub target: String,
+    pub attempts: u32,
+    pub last: Option<Failure>,
+}
+
+enum Outcome {
+    Ready,
+    Permanent(Failure),
+    Timeout(Pending),
+}
+
+/// Waits until every target is ready, one fails permanently, or the deadline passes.
+pub async fn wait_all(targets: Vec<Target>, policy: &WaitPolicy) -> Result<(), WaitError> {
+    let deadline = policy.timeout.map(|t| Instant::now() + t);
+    let mut tasks = JoinSet::new();
+    for target in targets {
+        let target = Arc::new(target);
+        let policy = policy.clone();
+        // Each replica, and each target, draws its own jitter: that is the point of jitter.
+        let rng: rand::rngs::StdRng = rand::make_rng();
+        tasks.spawn(async move {
+            let outcome = wait_one(&target, &policy, deadline, rng).await;
+            (target, outcome)
+        });
+    }
+    let mut pending = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (target, outcome) =
+            joined.expect("wait tasks neither panic (panic=abort) nor get cancelled while joined");
+        match outcome {
+            Outcome::Ready => {}
+            // Returning drops the JoinSet, which cancels the other targets' loops.
+            Outcome::Permanent(failure) => {
+                return Err(WaitError::Permanent {
+                    target: target.name.clone(),
+                    failure,
+                });
+            }
+            Outcome::Timeout(p) => pending.push(p),
+        }
+    }
+    match policy.timeout {
+        Some(timeout) if !pending.is_empty() => Err(WaitError::Timeout { timeout, pending }),
+        _ => Ok(()),
+    }
+}
+
+async fn wait_one<R: Rng>(
+    target: &Target,
+    policy: &WaitPolicy,
+    deadline: Option<Instant>,
+    mut rng: R,
+) -> Outcome {
+    let start = Instant::now();
+    let mut attempts: u32 = 0;
+    // Consecutive failures since the last reset: the exponent of the backoff.
+    let mut failures: u32 = 0;
+    let mut last: Option<Failure> = None;
+    let mut last_report = start;
+    loop {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining == Some(Duration::ZERO) {
+            return Outcome::Timeout(Pending {
+                target: target.name.clone(),
+                attempts,
+                last,
+            });
+        }
+        let budget = remaining.map_or(policy.attempt_timeout, |r| r.min(policy.attempt_timeout));
+        attempts += 1;
+        let result =
+            match tokio::time::timeout(budget, probe::attempt(target, policy.stagger)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::new(
+                    Class::Network,
+                    format!("no answer within {}", humantime::format_duration(budget)),
+                )),
+            };
+        let failure = match result {
+            Ok(address) => {
+                info!(
+                    target = %target,
+                    address = %address,
+                    attempts,
+                    elapsed_ms = millis(start.elapsed()),
+                    "ready"
+                );
+                return Outcome::Ready;
+            }
+            Err(failure) => failure,
+        };
+        let elapsed_ms = millis(start.elapsed());
+        debug!(target = %target, attempt = attempts, class = %failure.class, error = %failure.message, elapsed_ms, "attempt failed");
+        if failure.class.is_permanent() && !(policy.retry_login_errors && failure.class.is_login())
+        {
+            return Outcome::Permanent(failure);
+        }
+        if attempts == 1 {
+            info!(target = %target, class = %failure.class, error = %failure.message, "waiting");
+            last_report = Instant::now();
+        } else if last_report.elapsed() >= policy.progress_every {
+            info!(
+                target = %target,
+                attempts,
+                elapsed_ms,
+                class = %failure.class,
+                error = %failure.message,
+                "still waiting"
+            );
+            last_report = Instant::now();
+        }
+        // The dependency got further than last time (refused → starting up): it is coming up, so
+        // look again soon rather than after a grown delay.
+        if last.as_ref().is_some_and(|prev| failure.class > prev.class) {
+            debug!(target = %target, from = %last.as_ref().map_or(Class::Dns, |p| p.class), to = %failure.class, "progress, backoff reset");
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        last = Some(failure);
+        let delay = policy.backoff.delay(failures, &mut rng);
+        match deadline {
+            Some(d) if Instant::now() + delay >= d => {
+                tokio::time::sleep_until(d).await;
+                return Outcome::Timeout(Pending {
+                    target: target.name.clone(),
+                    attempts,
+                    last,
+                });
+            }
+            _ => tokio::time::sleep(delay).await,
+        }
+    }
+}
+
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
