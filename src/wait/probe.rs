@@ -156,14 +156,19 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
                 e.to_string(),
             )
         })?;
+    // The connection future does the I/O; it can finish (the server said `connection: close`)
+    // just before the response is picked up, so finishing cleanly is not a failure.
     tokio::pin!(conn);
+    let send = sender.send_request(request);
+    tokio::pin!(send);
     let response = tokio::select! {
-        r = sender.send_request(request) => r.map_err(|e| Failure::new(Class::Network, e.to_string()))?,
-        r = &mut conn => {
-            let why = r.err().map_or_else(|| "connection closed".to_owned(), |e| e.to_string());
-            return Err(Failure::new(Class::Network, why));
-        }
-    };
+        r = &mut send => r,
+        r = &mut conn => match r {
+            Ok(()) => send.await,
+            Err(e) => return Err(Failure::new(Class::Network, e.to_string())),
+        },
+    }
+    .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
     let status = response.status();
     if status.is_success() {
         Ok(())

@@ -1,0 +1,494 @@
+//! End-to-end tests of the wait phase against real servers, real namespaces and the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Databases that start late, or answer before they are ready
+
+#[test]
+fn wait_succeeds_when_postgres_starts_late() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    let url = pg.url("127.0.0.1");
+    let mut p = Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "30s"]);
+    p.wait_for_line(&["waiting", "class=network"], LONG);
+    // The scenario: the server comes up 1-2 s after preflight started waiting.
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.spawn();
+    let done = p.finish(LONG);
+    done.expect_code(0).expect_no_password();
+    assert!(done.stderr.contains(" ready "), "{done}");
+    assert!(done.elapsed >= Duration::from_millis(1200), "{done}");
+}
+
+#[test]
+fn wait_succeeds_when_mariadb_starts_late() {
+    let mut db = MariaDb::new();
+    let url = db.url_for(PASSWORD, "app");
+    let mut p = Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "40s"]);
+    p.wait_for_line(&["waiting", "class=network"], LONG);
+    std::thread::sleep(Duration::from_millis(1200));
+    db.spawn();
+    let done = p.finish(Duration::from_secs(45));
+    done.expect_code(0).expect_no_password();
+    assert!(done.stderr.contains(" ready "), "{done}");
+}
+
+#[test]
+fn postgres_answering_57p03_on_an_open_port_is_not_ready_until_logins_work() {
+    // A standby with hot_standby=off accepts TCP and answers every startup message with
+    // 57P03, exactly like a server in crash recovery, but for as long as we need.
+    let mut pg = Pg::new("127.0.0.1", None).into_standby();
+    pg.start_standby();
+    let url = pg.url("127.0.0.1");
+    let mut p = Preflight::spawn(
+        None,
+        &[
+            "wait",
+            "--database-url",
+            &url,
+            "--timeout",
+            "30s",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let line = p.wait_for_line(&["attempt failed", "57P03"], LONG);
+    assert!(line.contains("class=not_ready"), "{line}");
+    // Still waiting through several more 57P03 answers: an open port is not "ready".
+    for _ in 0..3 {
+        p.wait_for_line(&["attempt failed", "57P03"], LONG);
+    }
+    pg.promote();
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    let ready_at = done.stderr.find(" ready ").expect("a ready line");
+    assert!(done.stderr[..ready_at].contains("57P03"), "{done}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing fast
+
+#[test]
+fn wrong_password_fails_fast_on_postgres_without_echoing_it() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url_for("127.0.0.1", "wrong-Pa55word", "postgres");
+    let done = preflight(None, &["wait", "--database-url", &url], LONG);
+    done.expect_code(3);
+    assert!(done.elapsed < Duration::from_secs(2), "{done}");
+    assert!(
+        done.stderr.contains("28P01") && done.stderr.contains("password"),
+        "{done}"
+    );
+    assert!(!done.stderr.contains("wrong-Pa55word"), "{done}");
+}
+
+#[test]
+fn wrong_password_fails_fast_on_mariadb_without_echoing_it() {
+    let mut db = MariaDb::new();
+    db.start();
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--database-url",
+            &db.url_for("wrong-Pa55word", "app"),
+        ],
+        LONG,
+    );
+    done.expect_code(3);
+    assert!(done.elapsed < Duration::from_secs(2), "{done}");
+    assert!(done.stderr.contains("1045"), "{done}");
+    assert!(!done.stderr.contains("wrong-Pa55word"), "{done}");
+}
+
+#[test]
+fn missing_database_fails_fast_on_both_servers() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let mut my = MariaDb::new();
+    my.start();
+    for (url, code) in [
+        (pg.url_for("127.0.0.1", PASSWORD, "nosuchdb"), "3D000"),
+        (my.url_for(PASSWORD, "nosuchdb"), "1049"),
+    ] {
+        let done = preflight(None, &["wait", "--database-url", &url], LONG);
+        done.expect_code(3).expect_no_password();
+        assert!(done.elapsed < Duration::from_secs(2), "{done}");
+        assert!(
+            done.stderr.contains(code) && done.stderr.contains("create the database"),
+            "{done}"
+        );
+    }
+}
+
+#[test]
+fn retry_login_errors_keeps_waiting_until_the_deadline() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url_for("127.0.0.1", PASSWORD, "nosuchdb");
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--database-url",
+            &url,
+            "--retry-login-errors",
+            "--timeout",
+            "1s",
+        ],
+        LONG,
+    );
+    done.expect_code(124).expect_no_password();
+    assert!(done.stderr.contains("3D000"), "{done}");
+}
+
+#[test]
+fn malformed_url_fails_fast_with_a_usage_error_and_no_password() {
+    let url = format!("postgres://app:{PASSWORD}@[::1:5432/app");
+    let done = preflight(None, &["wait", "--database-url", &url], LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.elapsed < Duration::from_secs(2), "{done}");
+    assert!(
+        done.stderr.contains("malformed URL") && done.stderr.contains("DATABASE_URL"),
+        "{done}"
+    );
+
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--database-url",
+            &format!("redis://u:{PASSWORD}@h/0"),
+        ],
+        LONG,
+    );
+    done.expect_code(2).expect_no_password();
+    assert!(
+        done.stderr.contains("unsupported database URL scheme"),
+        "{done}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 and DNS
+
+#[test]
+fn wait_succeeds_when_only_ipv6_address_listens_behind_an_aaaa_only_name() {
+    let ns = Netns::new("v6only");
+    ns.add_address("fd00:5::10/128");
+    ns.set_hosts("fd00:5::10 db.internal\n");
+    let mut pg = Pg::new("fd00:5::10", Some(&ns.name));
+    pg.start();
+    let done = preflight(
+        Some(&ns),
+        &[
+            "wait",
+            "--database-url",
+            &pg.url("db.internal"),
+            "--timeout",
+            "10s",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert!(done.stderr.contains("address=[fd00:5::10]"), "{done}");
+}
+
+#[test]
+fn dead_ipv4_address_does_not_delay_a_live_ipv6_one() {
+    let ns = Netns::new("dead4");
+    ns.add_address("fd00:5::10/128");
+    ns.add_dead_host("192.0.2.10");
+    ns.set_hosts("192.0.2.10 dual.internal\nfd00:5::10 dual.internal\n");
+    let mut pg = Pg::new("fd00:5::10", Some(&ns.name));
+    pg.start();
+    let done = preflight(
+        Some(&ns),
+        &[
+            "wait",
+            "--database-url",
+            &pg.url("dual.internal"),
+            "--timeout",
+            "10s",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert!(done.elapsed < Duration::from_secs(1), "{done}");
+}
+
+#[test]
+fn dead_ipv6_address_costs_one_stagger_before_a_live_ipv4_one() {
+    // IPv6 is tried first, so here happy eyeballs has to move on to IPv4 by itself.
+    let ns = Netns::new("dead6");
+    ns.add_dead_host("fd00:dead::10");
+    ns.set_hosts("fd00:dead::10 dual.internal\n127.0.0.1 dual.internal\n");
+    let mut pg = Pg::new("127.0.0.1", Some(&ns.name));
+    pg.start();
+    let done = preflight(
+        Some(&ns),
+        &[
+            "wait",
+            "--database-url",
+            &pg.url("dual.internal"),
+            "--timeout",
+            "10s",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert!(done.stderr.contains("address=127.0.0.1"), "{done}");
+    assert!(done.elapsed < Duration::from_secs(1), "{done}");
+}
+
+#[test]
+fn ipv6_loopback_literal_works() {
+    let mut pg = Pg::new("::1", None);
+    pg.start();
+    let done = preflight(None, &["wait", "--database-url", &pg.url("[::1]")], LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("address=[::1]"), "{done}");
+    let done = preflight(
+        None,
+        &["wait", "--wait-for", &format!("tcp://[::1]:{}", pg.port)],
+        LONG,
+    );
+    done.expect_code(0);
+}
+
+#[test]
+fn a_name_added_to_dns_while_waiting_is_picked_up() {
+    let ns = Netns::new("dns");
+    let mut pg = Pg::new("127.0.0.1", Some(&ns.name));
+    pg.start();
+    let mut p = Preflight::spawn(
+        Some(&ns),
+        &[
+            "wait",
+            "--database-url",
+            &pg.url("late.internal"),
+            "--timeout",
+            "20s",
+        ],
+    );
+    p.wait_for_line(&["waiting", "class=dns"], LONG);
+    ns.set_hosts("127.0.0.1 late.internal\n");
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains(" ready "), "{done}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadline, signals, logs, several targets
+
+#[test]
+fn a_target_that_never_comes_up_ends_with_124_at_the_deadline() {
+    let port = free_port();
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--wait-for",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--timeout",
+            "2s",
+        ],
+        LONG,
+    );
+    done.expect_code(124);
+    assert!(done.elapsed >= Duration::from_secs(2), "{done}");
+    assert!(done.elapsed < Duration::from_secs(3), "{done}");
+    assert!(done.stderr.contains("not ready after 2s"), "{done}");
+}
+
+#[test]
+fn sigterm_during_wait_exits_143_promptly_and_never_starts_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let port = free_port();
+    let target = format!("tcp://127.0.0.1:{port}");
+    let marker_arg = marker.to_str().unwrap();
+    for (signal, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
+        let mut p = Preflight::spawn(
+            None,
+            &["run", "--wait-for", &target, "--", "touch", marker_arg],
+        );
+        p.wait_for_line(&["waiting"], LONG);
+        let sent = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), signal).unwrap();
+        let done = p.finish(LONG);
+        done.expect_code(code);
+        assert!(sent.elapsed() < Duration::from_millis(500), "{done}");
+        assert!(!marker.exists(), "the command ran: {done}");
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let port = free_port();
+    let done = preflight(
+        None,
+        &[
+            "--log-format",
+            "json",
+            "wait",
+            "--wait-for",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--timeout",
+            "6s",
+            "--log-level",
+            "debug",
+        ],
+        LONG,
+    );
+    done.expect_code(124);
+    let mut levels = std::collections::BTreeSet::new();
+    for line in done.stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "message"] {
+            assert!(v.get(key).is_some(), "no {key} in {line}");
+        }
+        levels.insert(v["level"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        levels.contains("DEBUG") && levels.contains("ERROR"),
+        "{levels:?}"
+    );
+    assert!(
+        done.stderr.contains("\"message\":\"still waiting\""),
+        "{done}"
+    );
+}
+
+/// An HTTP server that answers each request with `status` after `delay`.
+fn slow_http(status: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn several_targets_are_waited_for_in_parallel() {
+    let delay = Duration::from_millis(1500);
+    let a = slow_http(200, delay);
+    let b = slow_http(204, delay);
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--wait-for",
+            &format!("http://127.0.0.1:{a}/healthz"),
+            "--wait-for",
+            &format!("http://localhost:{b}/ready?deep=1"),
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert_eq!(done.stderr.matches(" ready ").count(), 2, "{done}");
+    // In sequence it would take 3 s or more.
+    assert!(done.elapsed < Duration::from_millis(2600), "{done}");
+}
+
+#[test]
+fn http_status_other_than_2xx_is_not_ready() {
+    let port = slow_http(503, Duration::ZERO);
+    let done = preflight(
+        None,
+        &[
+            "wait",
+            "--wait-for",
+            &format!("http://127.0.0.1:{port}/"),
+            "--timeout",
+            "1s",
+        ],
+        LONG,
+    );
+    done.expect_code(124);
+    assert!(done.stderr.contains("HTTP 503"), "{done}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite and run
+
+#[test]
+fn sqlite_waits_for_its_volume_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let volume = root.path().join("volume");
+    let url = format!("sqlite:{}/app.db", volume.display());
+    let mut p = Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "20s"]);
+    p.wait_for_line(&["waiting", "does not exist"], LONG);
+    std::fs::create_dir(&volume).unwrap();
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    assert!(Path::new(&volume.join("app.db")).exists(), "{done}");
+}
+
+#[test]
+fn run_execs_the_command_in_place_after_the_wait() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", root.path().display());
+    let done = preflight(
+        None,
+        &[
+            "run",
+            "--database-url",
+            &url,
+            "--",
+            "sh",
+            "-c",
+            "echo pid=$$; exit 42",
+        ],
+        LONG,
+    );
+    done.expect_code(42);
+    // exec, not spawn: the shell has preflight's pid, which the "starting" line logged.
+    let pid = done
+        .stdout
+        .trim()
+        .strip_prefix("pid=")
+        .expect("the command printed its pid");
+    assert!(done.stderr.contains(&format!("pid={pid} ")), "{done}");
+}
+
+#[test]
+fn command_not_found_is_127_and_not_executable_is_126() {
+    let done = preflight(None, &["run", "--", "no-such-command-xyz"], LONG);
+    done.expect_code(127);
+    assert!(
+        done.stderr.contains("no-such-command-xyz") && done.stderr.contains("PATH="),
+        "{done}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    let done = preflight(None, &["run", "--", file.to_str().unwrap()], LONG);
+    done.expect_code(126);
+}
