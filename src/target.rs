@@ -232,10 +232,12 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
     .to_ascii_lowercase();
     let verify_name = matches!(tls_mode.as_str(), "verify-full" | "verify_identity");
 
-    let endpoint = match (url.host(), param("host")) {
-        (_, Some(dir)) if scheme == "postgres" && dir.starts_with('/') => {
-            Endpoint::Unix(PathBuf::from(dir))
-        }
+    let socket = match scheme {
+        "postgres" => param("host").filter(|h| h.starts_with('/')),
+        _ => param("socket"),
+    };
+    let endpoint = match (url.host(), socket) {
+        (_, Some(path)) => Endpoint::Unix(PathBuf::from(path)),
         (None, _) => {
             return Err(TargetError(format!(
                 "database URL '{name}' has no host: write {scheme}://USER:PASSWORD@HOST:PORT/DB"
@@ -369,6 +371,12 @@ fn url_host(url: &Url, zone: Option<String>) -> Result<Host, TargetError> {
     }
 }
 
+/// Query parameters that carry a password (libpq's `password=`, and the like).
+fn is_secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password") || key == "pass" || key == "pwd"
+}
+
 fn redactor_for(url: &Url) -> Redactor {
     let mut secrets = Vec::new();
     if let Some(encoded) = url.password().filter(|p| !p.is_empty()) {
@@ -376,6 +384,21 @@ fn redactor_for(url: &Url) -> Redactor {
             secrets.push(decoded.into_owned());
         }
         secrets.push(encoded.to_owned());
+    }
+    for (key, value) in url.query_pairs() {
+        if is_secret_param(&key) && !value.is_empty() {
+            secrets.push(value.into_owned());
+        }
+    }
+    if let Some(query) = url.query() {
+        for pair in query.split('&') {
+            if let Some((key, raw)) = pair.split_once('=')
+                && is_secret_param(key)
+                && !raw.is_empty()
+            {
+                secrets.push(raw.to_owned());
+            }
+        }
     }
     // Longest first, so a secret that contains another is replaced whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -388,6 +411,20 @@ fn redacted_url(url: &Url) -> String {
     if shown.password().is_some() {
         // Cannot fail: the URL already has a password, hence an authority.
         let _ = shown.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| is_secret_param(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
     }
     shown.to_string()
 }
@@ -428,6 +465,22 @@ mod tests {
     fn percent_encoded_password_is_redacted_in_both_forms() {
         let t = parse_database_url("mysql://u:p%40ss%2Fw@db/x").unwrap();
         assert_eq!(t.redactor.redact("p@ss/w and p%40ss%2Fw"), "*** and ***");
+    }
+
+    #[test]
+    fn password_in_the_query_is_redacted_too() {
+        let t =
+            parse_database_url("postgres:///app?host=/run/pg&user=u&password=hunter%212").unwrap();
+        assert!(!t.name.contains("hunter"), "{}", t.name);
+        assert_eq!(t.redactor.redact("x hunter!2 y hunter%212"), "x *** y ***");
+        assert!(matches!(endpoint(&t), Endpoint::Unix(_)));
+    }
+
+    #[test]
+    fn mysql_socket_parameter_is_an_endpoint() {
+        let t =
+            parse_database_url("mysql://u:p@localhost/app?socket=/run/mysqld/mysqld.sock").unwrap();
+        assert!(matches!(endpoint(&t), Endpoint::Unix(p) if p.ends_with("mysqld.sock")));
     }
 
     #[test]

@@ -492,3 +492,22 @@ fn command_not_found_is_127_and_not_executable_is_126() {
     let done = preflight(None, &["run", "--", file.to_str().unwrap()], LONG);
     done.expect_code(126);
 }
+
+#[test]
+fn postgres_over_a_unix_socket_with_the_password_in_the_query() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = format!(
+        "postgres:///postgres?host={}&port={}&user={USER}&password={PASSWORD}",
+        pg.data.display(),
+        pg.port
+    );
+    let done = preflight(None, &["wait", "--database-url", &url], LONG);
+    done.expect_code(0).expect_no_password();
+    assert!(
+        done.stderr
+            .contains(&format!("address={}", pg.data.display())),
+        "{done}"
+    );
+    assert!(done.stderr.contains("password=***"), "{done}");
+}
