@@ -12,7 +12,7 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    #[error("{target} refused us: {} ({}); {}", failure.message, failure.class, failure.hint())]
+    #[error("{target}: {} ({}); {}", failure.message, failure.class, failure.hint())]
     Dependency { target: String, failure: Failure },
 
     #[error("{}", timeout_message(.timeout, .pending))]
@@ -78,4 +78,12 @@ fn timeout_message(timeout: &std::time::Duration, pending: &[crate::wait::Pendin
         humantime::format_duration(*timeout),
         what.join("; ")
     )
+}
+
+fn attempts(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".into()
+    } else {
+        format!("{n} attempts")
+    }
 }

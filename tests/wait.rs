@@ -132,6 +132,20 @@ fn missing_database_fails_fast_on_both_servers() {
 }
 
 #[test]
+fn tls_required_by_the_url_but_not_offered_fails_fast() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = format!("{}?sslmode=require", pg.url("127.0.0.1"));
+    let done = preflight(None, &["wait", "--database-url", &url], LONG);
+    done.expect_code(3).expect_no_password();
+    assert!(done.elapsed < Duration::from_secs(2), "{done}");
+    assert!(
+        done.stderr.contains("TLS") && done.stderr.contains("sslmode"),
+        "{done}"
+    );
+}
+
+#[test]
 fn retry_login_errors_keeps_waiting_until_the_deadline() {
     let mut pg = Pg::new("127.0.0.1", None);
     pg.start();

@@ -128,7 +128,10 @@ async fn wait_one<R: Rng>(
                 Ok(result) => result,
                 Err(_) => Err(Failure::new(
                     Class::Network,
-                    format!("no answer within {}", humantime::format_duration(budget)),
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(Duration::from_millis(millis(budget)))
+                    ),
                 )),
             };
         let failure = match result {
