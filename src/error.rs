@@ -67,10 +67,13 @@ fn timeout_message(timeout: &std::time::Duration, pending: &[crate::wait::Pendin
         .iter()
         .map(|p| match &p.last {
             Some(f) => format!(
-                "{} ({} attempts, last: {}: {})",
-                p.target, p.attempts, f.class, f.message
+                "{} ({}, last error: {}: {})",
+                p.target,
+                attempts(p.attempts),
+                f.class,
+                f.message
             ),
-            None => format!("{} ({} attempts)", p.target, p.attempts),
+            None => format!("{} ({})", p.target, attempts(p.attempts)),
         })
         .collect();
     format!(
