@@ -203,7 +203,8 @@ def mariadb_wrong_password():
         log = os.path.join(data, "error.log")
         proc = subprocess.Popen(["mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}",
                                  "--bind-address=127.0.0.1", f"--socket={data}/s.sock", "--user=root",
-                                 f"--log-error={log}", "--skip-log-bin"])
+                                 f"--log-error={log}", "--skip-log-bin"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.time() + 60
         while "ready for connections" not in (open(log).read() if os.path.exists(log) else ""):
             assert time.time() < end, "mariadb did not start"
