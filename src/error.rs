@@ -2,9 +2,9 @@
 
 use std::ffi::OsString;
 
+use crate::classify::Failure;
 use crate::exit::Exit;
 use crate::wait::WaitError;
-use crate::wait::classify::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,11 +1,14 @@
 //! preflight: wait for the database and other dependencies, migrate, then start the app.
 
 mod app;
+mod classify;
 mod cli;
 mod config;
+mod db;
 mod error;
 mod exit;
 mod log;
+mod net;
 mod supervise;
 mod target;
 mod wait;

@@ -7,8 +7,7 @@
 //! a cache while the database rejects our password.
 
 pub mod backoff;
-pub mod classify;
-pub mod connect;
+
 mod probe;
 
 use std::sync::Arc;
@@ -19,9 +18,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::classify::{Class, Failure};
 use crate::target::Target;
 pub use backoff::Backoff;
-use classify::{Class, Failure};
 
 /// How to wait. Built and validated by `config`.
 #[derive(Debug, Clone)]

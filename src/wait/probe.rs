@@ -5,18 +5,17 @@
 //! directory (a mounted volume) and a file that opens.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use sqlx::{ConnectOptions, Connection};
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::classify::{Class, Failure, classify_io, classify_sqlx, describe_sqlx};
-use super::connect::{host_string, race, resolve};
-use crate::target::{Endpoint, Redactor, Target, TargetKind};
+use crate::classify::{Class, Failure, classify_io, classify_sqlx, describe_sqlx};
+use crate::db::{self, DbConn};
+use crate::net::{race, resolve};
+use crate::target::{Target, TargetKind};
 
 /// Runs one attempt. On success, says where the dependency answered (an address or a path).
 pub async fn attempt(target: &Target, stagger: Duration) -> Result<String, Failure> {
@@ -36,93 +35,22 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<String, Failu
             let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
             Ok(addr.to_string())
         }
-        TargetKind::Postgres { endpoint, options } => {
-            let options = options.clone().disable_statement_logging();
-            match endpoint {
-                Endpoint::Unix(dir) => {
-                    login::<sqlx::PgConnection>(options.socket(dir), redactor.clone()).await?;
-                    Ok(dir.display().to_string())
-                }
-                Endpoint::Tcp {
-                    host,
-                    port,
-                    verify_name,
-                } => {
-                    let addrs = resolve(host, *port).await?;
-                    if *verify_name {
-                        // TLS must check the certificate against the name, so the driver connects
-                        // by name; we resolved only to tell "no such name yet" from the rest.
-                        login::<sqlx::PgConnection>(options, redactor.clone()).await?;
-                        return Ok(format!("{host}:{port}"));
-                    }
-                    let (addr, ()) = race(addrs, stagger, |addr| {
-                        let opts = options.clone().host(&host_string(&addr)).port(addr.port());
-                        login::<sqlx::PgConnection>(opts, redactor.clone())
-                    })
-                    .await?;
-                    Ok(addr.to_string())
-                }
+        TargetKind::Postgres { .. } | TargetKind::MySql { .. } | TargetKind::Sqlite { .. } => {
+            let (mut conn, at) = db::connect(target, stagger).await?;
+            let fail = |e: sqlx::Error| {
+                Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e)))
+            };
+            let check = sqlx::raw_sql("SELECT 1");
+            match &mut conn {
+                DbConn::Pg(c) => check.execute(c).await.map(drop),
+                DbConn::MySql(c) => check.execute(c).await.map(drop),
+                DbConn::Sqlite(c) => check.execute(c).await.map(drop),
             }
-        }
-        TargetKind::MySql { endpoint, options } => {
-            let options = options.clone().disable_statement_logging();
-            match endpoint {
-                Endpoint::Unix(path) => {
-                    login::<sqlx::MySqlConnection>(options.socket(path), redactor.clone()).await?;
-                    Ok(path.display().to_string())
-                }
-                Endpoint::Tcp {
-                    host,
-                    port,
-                    verify_name,
-                } => {
-                    let addrs = resolve(host, *port).await?;
-                    if *verify_name {
-                        login::<sqlx::MySqlConnection>(options, redactor.clone()).await?;
-                        return Ok(format!("{host}:{port}"));
-                    }
-                    let (addr, ()) = race(addrs, stagger, |addr| {
-                        let opts = options.clone().host(&host_string(&addr)).port(addr.port());
-                        login::<sqlx::MySqlConnection>(opts, redactor.clone())
-                    })
-                    .await?;
-                    Ok(addr.to_string())
-                }
-            }
-        }
-        TargetKind::Sqlite {
-            options,
-            path,
-            writable,
-        } => {
-            if let Some(path) = path {
-                check_directory(path, *writable)?;
-            }
-            let options = (**options).clone().disable_statement_logging();
-            login::<sqlx::SqliteConnection>(options, redactor.clone()).await?;
-            Ok(path
-                .as_ref()
-                .map_or_else(|| ":memory:".into(), |p| p.display().to_string()))
+            .map_err(fail)?;
+            conn.close().await;
+            Ok(at)
         }
     }
-}
-
-/// Logs in and runs `SELECT 1`, then closes the connection politely.
-async fn login<C>(options: C::Options, redactor: Redactor) -> Result<(), Failure>
-where
-    C: Connection,
-    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
-{
-    let fail =
-        |e: sqlx::Error| Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e)));
-    let mut conn = C::connect_with(&options).await.map_err(fail)?;
-    sqlx::raw_sql("SELECT 1")
-        .execute(&mut conn)
-        .await
-        .map_err(fail)?;
-    // A failed goodbye does not make the database less ready.
-    let _ = conn.close().await;
-    Ok(())
 }
 
 fn io_failure(e: &std::io::Error) -> Failure {
@@ -152,7 +80,7 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| {
             Failure::new(
-                Class::Permanent(super::classify::Permanent::Other),
+                Class::Permanent(crate::classify::Permanent::Other),
                 e.to_string(),
             )
         })?;
@@ -175,33 +103,4 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
     } else {
         Err(Failure::new(Class::NotReady, format!("HTTP {status}")))
     }
-}
-
-/// A database file on a volume: the directory must exist (the volume is mounted) and, unless
-/// the URL asked for read-only, be writable by us, or SQLite cannot create its journal.
-fn check_directory(path: &Path, writable: bool) -> Result<(), Failure> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Failure::new(
-            Class::NotReady,
-            format!(
-                "directory {} does not exist (is the volume mounted?)",
-                dir.display()
-            ),
-        ));
-    }
-    if writable && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
-        return Err(Failure::new(
-            Class::NotReady,
-            format!(
-                "directory {} is not writable by uid {} (is the volume mounted with the right owner?)",
-                dir.display(),
-                nix::unistd::geteuid()
-            ),
-        ));
-    }
-    Ok(())
 }

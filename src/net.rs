@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::classify::{Class, Failure};
+use crate::classify::{Class, Failure};
 use crate::target::Host;
 
 /// Resolves `host` now. Literals are returned as they are; names go through getaddrinfo.
