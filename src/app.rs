@@ -1,15 +1,17 @@
 //! The phases, in order: wait, then (for `run`) start the command. Each phase's duration goes
 //! into the closing summary line.
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{debug, error, info};
 
-use crate::config::{Command, Config, WaitConfig};
+use crate::config::{Command, Config, MigratePhase, WaitConfig};
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::migrate::{self, Action};
 use crate::supervise;
 use crate::wait::{self, millis};
 
@@ -25,11 +27,49 @@ pub fn run(config: Config, started: Instant) -> Exit {
                         .into(),
                 ))
             } else {
-                run_wait(wait, &mut timings)
+                phases(wait, None, &mut timings)
             }
         }
-        Command::Run { wait, argv } => {
-            run_wait(wait, &mut timings).and_then(|()| start(&argv, &timings, started))
+        Command::Run {
+            wait,
+            migrate,
+            argv,
+        } => phases(
+            wait,
+            migrate.map(|m| (m, Action::Apply { dry_run: false })),
+            &mut timings,
+        )
+        .and_then(|()| start(&argv, &timings, started)),
+        Command::Migrate {
+            wait,
+            migrate,
+            action,
+        } => phases(wait, Some((migrate, action)), &mut timings),
+        Command::Status {
+            wait,
+            database,
+            dir,
+            ignore_missing,
+            json,
+            check,
+        } => {
+            let policy = wait.policy.clone();
+            phases(wait, None, &mut timings).and_then(|()| {
+                let current = runtime()?.block_on(migrate::status(
+                    &database,
+                    &dir,
+                    ignore_missing,
+                    json,
+                    &policy,
+                ))?;
+                if check && !current {
+                    return Err(Error::Migrate {
+                        message: "the schema is not current (see the list above)".into(),
+                        exit: Exit::NotCurrent,
+                    });
+                }
+                Ok(())
+            })
         }
     };
     let exit = match result {
@@ -42,6 +82,7 @@ pub fn run(config: Config, started: Instant) -> Exit {
     };
     info!(
         wait_ms = timings.wait.map(millis),
+        migrate_ms = timings.migrate.map(millis),
         total_ms = millis(started.elapsed()),
         exit_code = exit.code(),
         "done"
@@ -52,26 +93,55 @@ pub fn run(config: Config, started: Instant) -> Exit {
 #[derive(Default)]
 struct Timings {
     wait: Option<Duration>,
+    migrate: Option<Duration>,
 }
 
-fn run_wait(wait: WaitConfig, timings: &mut Timings) -> Result<(), Error> {
-    if wait.targets.is_empty() {
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Wait, then migrate if asked, all under one signal watch: SIGTERM in either phase aborts it
+/// (dropping the phase closes its connections, which releases the lock and rolls back).
+fn phases(
+    wait: WaitConfig,
+    migrate: Option<(MigratePhase, Action)>,
+    timings: &mut Timings,
+) -> Result<(), Error> {
+    if wait.targets.is_empty() && migrate.is_none() {
         debug!("no targets configured, nothing to wait for");
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    let began = Instant::now();
+    let runtime = runtime()?;
+    let phase = Cell::new("wait");
+    let wait_time = Cell::new(None);
+    let migrate_time = Cell::new(None);
     let result = runtime.block_on(async {
         let mut shutdown = Shutdown::install()?;
+        let work = async {
+            let began = Instant::now();
+            let deadline = wait.policy.timeout.map(|t| tokio::time::Instant::now() + t);
+            let waited = wait::wait_all(wait.targets, &wait.policy).await;
+            wait_time.set(Some(began.elapsed()));
+            waited?;
+            if let Some((m, action)) = &migrate {
+                phase.set("migrate");
+                let began = Instant::now();
+                let result = migrate::run(&m.database, &m.config, m.mode, *action, &wait.policy, deadline).await;
+                migrate_time.set(Some(began.elapsed()));
+                result?;
+            }
+            Ok::<(), Error>(())
+        };
         tokio::select! {
-            r = wait::wait_all(wait.targets, &wait.policy) => r.map_err(Error::from),
-            signal = shutdown.recv() => Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: "wait" }),
+            r = work => r,
+            signal = shutdown.recv() => Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: phase.get() }),
         }
     });
-    timings.wait = Some(began.elapsed());
+    timings.wait = wait_time.get();
+    timings.migrate = migrate_time.get();
     // A getaddrinfo call may still be blocked in a worker thread; do not wait for it.
     runtime.shutdown_background();
     result
@@ -80,6 +150,7 @@ fn run_wait(wait: WaitConfig, timings: &mut Timings) -> Result<(), Error> {
 fn start(argv: &[OsString], timings: &Timings, started: Instant) -> Result<(), Error> {
     info!(
         wait_ms = timings.wait.map(millis),
+        migrate_ms = timings.migrate.map(millis),
         total_ms = millis(started.elapsed()),
         pid = std::process::id(),
         command = %argv[0].to_string_lossy(),

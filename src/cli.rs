@@ -54,16 +54,146 @@ pub enum Command {
     ///
     /// Example: preflight wait --database-url postgres://app@db/app --timeout 30s
     Wait(WaitArgs),
-    /// Wait for every dependency, then start COMMAND in place of preflight.
+    /// Wait for every dependency, migrate (or wait for the schema), then start COMMAND in place
+    /// of preflight.
     ///
-    /// Example: preflight run --wait-for tcp://cache:6379 -- gunicorn app:app
-    Run(RunArgs),
+    /// Example: preflight run --migrate-command 'alembic upgrade head' -- gunicorn app:app
+    Run(Box<RunArgs>),
+    /// Wait for the database, migrate it under a cluster-wide lock, and exit: for Kubernetes
+    /// init containers and fly.io's release_command.
+    ///
+    /// Example: preflight migrate --migrations ./migrations
+    Migrate(Box<MigrateCommand>),
+    /// Show every migration as applied, pending, changed or missing.
+    ///
+    /// Example: preflight status --check --timeout 5s
+    Status(Box<StatusArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct MigrateCommand {
+    #[command(subcommand)]
+    pub action: Option<MigrateAction>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+
+    /// Print what would be applied, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Record migrations as applied without running them, to adopt an existing database
+    /// (like `alembic stamp head`).
+    ///
+    /// Example: preflight migrate stamp latest
+    Stamp(StampArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StampArgs {
+    /// Stamp every migration up to and including this version, or `latest`.
+    #[arg(default_value = "latest", value_name = "VERSION")]
+    pub version: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    /// Exit 16 unless the schema is current: for readiness probes and CI.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaArg {
+    /// Migrate, under the cluster-wide lock.
+    Apply,
+    /// Take no lock and write nothing; wait until another process has migrated.
+    Wait,
+    /// Neither migrate nor check.
+    Skip,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Directory of SQL migrations in sqlx's format (`<version>_<desc>.sql`, or `.up.sql` /
+    /// `.down.sql`). Default: ./migrations when it exists.
+    #[arg(long, env = "PREFLIGHT_MIGRATIONS", value_name = "DIR")]
+    pub migrations: Option<std::path::PathBuf>,
+
+    /// Run the project's own migration tool instead, split into arguments without a shell.
+    /// Example: --migrate-command 'alembic upgrade head'
+    #[arg(
+        long,
+        env = "PREFLIGHT_MIGRATE_COMMAND",
+        value_name = "COMMAND",
+        conflicts_with = "migrations"
+    )]
+    pub migrate_command: Option<String>,
+
+    /// apply: migrate under the lock. wait: take no lock, wait for another process to migrate
+    /// (readers). skip: neither.
+    #[arg(long, env = "PREFLIGHT_SCHEMA", value_enum, default_value_t = SchemaArg::Apply)]
+    pub schema: SchemaArg,
+
+    /// With --migrate-command: exits 0 when the schema is current. Readers poll it; writers run
+    /// it first and skip the lock when it passes. Example: 'alembic current --check-heads'
+    #[arg(long, env = "PREFLIGHT_SCHEMA_CHECK_COMMAND", value_name = "COMMAND")]
+    pub schema_check_command: Option<String>,
+
+    /// The longest to wait for another process's migration lock. Example: 10m
+    #[arg(
+        long,
+        env = "PREFLIGHT_LOCK_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub lock_timeout: String,
+
+    /// Accept migrations applied in the database but absent locally (a newer release ran them).
+    #[arg(long, env = "PREFLIGHT_IGNORE_MISSING")]
+    pub ignore_missing: bool,
+
+    /// Apply every pending migration in one transaction: all or none (PostgreSQL, SQLite).
+    #[arg(long, env = "PREFLIGHT_SINGLE_TRANSACTION")]
+    pub single_transaction: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
 
     /// The application to start, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -185,7 +315,7 @@ mod tests {
                 assert_eq!(run.command, ["echo", "--timeout"]);
                 assert_eq!(run.wait.timeout, "5s");
             }
-            Command::Wait(_) => panic!("parsed as wait"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 }

@@ -4,9 +4,12 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use crate::cli::{self, Cli, LogFormat};
 use crate::error::Error;
-use crate::target::{self, Target};
+use crate::migrate::{Action, MigrateConfig, SchemaMode, Source};
+use crate::target::{self, Target, TargetKind};
 use crate::wait::{Backoff, WaitPolicy};
 
 #[derive(Debug)]
@@ -19,7 +22,21 @@ pub enum Command {
     Wait(WaitConfig),
     Run {
         wait: WaitConfig,
+        migrate: Option<MigratePhase>,
         argv: Vec<OsString>,
+    },
+    Migrate {
+        wait: WaitConfig,
+        migrate: MigratePhase,
+        action: Action,
+    },
+    Status {
+        wait: WaitConfig,
+        database: Box<Target>,
+        dir: PathBuf,
+        ignore_missing: bool,
+        json: bool,
+        check: bool,
     },
 }
 
@@ -27,6 +44,16 @@ pub enum Command {
 pub struct WaitConfig {
     pub targets: Vec<Target>,
     pub policy: WaitPolicy,
+    /// The `--database-url` target, which migrations run against.
+    pub database: Option<Target>,
+}
+
+/// The migration phase, fully resolved: what to run, against which database, in which mode.
+#[derive(Debug)]
+pub struct MigratePhase {
+    pub database: Box<Target>,
+    pub config: MigrateConfig,
+    pub mode: SchemaMode,
 }
 
 #[derive(Debug, Clone)]
@@ -48,10 +75,68 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
         let command = match cli.command {
             cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(args)?),
-            cli::Command::Run(run) => Command::Run {
-                wait: WaitConfig::from_args(run.wait)?,
-                argv: run.command,
-            },
+            cli::Command::Run(run) => {
+                let wait = WaitConfig::from_args(run.wait)?;
+                let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
+                Command::Run {
+                    wait,
+                    migrate,
+                    argv: run.command,
+                }
+            }
+            cli::Command::Migrate(m) => {
+                let (wait, args, action) = match m.action {
+                    None => (m.wait, m.migrate, Action::Apply { dry_run: m.dry_run }),
+                    Some(cli::MigrateAction::Stamp(s)) => {
+                        let to = match s.version.as_str() {
+                            "latest" | "head" => None,
+                            v => Some(v.parse::<i64>().map_err(|_| {
+                                Error::Config(format!(
+                                    "stamp '{v}': give a migration version (the number before '_' in its file name) or latest"
+                                ))
+                            })?),
+                        };
+                        (s.wait, s.migrate, Action::Stamp(to))
+                    }
+                };
+                let wait = WaitConfig::from_args(wait)?;
+                let migrate = MigratePhase::from_args(&wait, args, true)?
+                    .expect("required=true yields a phase or an error");
+                if matches!(migrate.config.source, Source::Command { .. })
+                    && action != (Action::Apply { dry_run: false })
+                {
+                    return Err(Error::Config(
+                        "stamp and --dry-run work on SQL migrations (--migrations DIR); with --migrate-command \
+                         use your tool's own (e.g. alembic stamp head)"
+                            .into(),
+                    ));
+                }
+                Command::Migrate {
+                    wait,
+                    migrate,
+                    action,
+                }
+            }
+            cli::Command::Status(st) => {
+                let wait = WaitConfig::from_args(st.wait)?;
+                let phase = MigratePhase::from_args(&wait, st.migrate, true)?
+                    .expect("required=true yields a phase or an error");
+                let Source::Dir(dir) = phase.config.source else {
+                    return Err(Error::Config(
+                        "status reads SQL migrations (--migrations DIR); with --migrate-command ask your tool \
+                         (e.g. alembic current)"
+                            .into(),
+                    ));
+                };
+                Command::Status {
+                    wait,
+                    database: phase.database,
+                    dir,
+                    ignore_missing: phase.config.ignore_missing,
+                    json: st.format == cli::StatusFormat::Json,
+                    check: st.check,
+                }
+            }
         };
         Ok(Config { command })
     }
@@ -60,15 +145,16 @@ impl Config {
 impl WaitConfig {
     fn from_args(args: cli::WaitArgs) -> Result<Self, Error> {
         let mut targets = Vec::new();
+        let mut database = None;
         if let Some(url) = args
             .database_url
             .as_deref()
             .filter(|u| !u.trim().is_empty())
         {
-            targets.push(
-                target::parse_database_url(url)
-                    .map_err(|e| Error::Config(format!("--database-url / DATABASE_URL: {e}")))?,
-            );
+            let target = target::parse_database_url(url)
+                .map_err(|e| Error::Config(format!("--database-url / DATABASE_URL: {e}")))?;
+            database = Some(target.clone());
+            targets.push(target);
         }
         for raw in args.wait_for.iter().filter(|r| !r.trim().is_empty()) {
             targets.push(
@@ -111,7 +197,92 @@ impl WaitConfig {
             retry_login_errors: args.retry_login_errors,
             progress_every: Duration::from_secs(5),
         };
-        Ok(WaitConfig { targets, policy })
+        Ok(WaitConfig {
+            targets,
+            policy,
+            database,
+        })
+    }
+}
+
+impl MigratePhase {
+    /// `None` when there is nothing to migrate (no directory, no command) and `required` is
+    /// false: `run` is then a plain wait-and-start.
+    fn from_args(
+        wait: &WaitConfig,
+        args: cli::MigrateArgs,
+        required: bool,
+    ) -> Result<Option<Self>, Error> {
+        let check = args
+            .schema_check_command
+            .as_deref()
+            .map(|c| split_command("--schema-check-command", c))
+            .transpose()?;
+        let source = match (&args.migrate_command, &args.migrations) {
+            (Some(cmd), _) => Source::Command {
+                argv: split_command("--migrate-command", cmd)?,
+                check,
+            },
+            (None, Some(dir)) => Source::Dir(dir.clone()),
+            (None, None) if Path::new("migrations").is_dir() => {
+                Source::Dir(PathBuf::from("migrations"))
+            }
+            (None, None) if required => {
+                return Err(Error::Config(
+                    "no migrations: pass --migrations DIR (or create ./migrations), or --migrate-command 'alembic upgrade head'".into(),
+                ));
+            }
+            (None, None) => return Ok(None),
+        };
+        let mode = match args.schema {
+            cli::SchemaArg::Apply => SchemaMode::Apply,
+            cli::SchemaArg::Wait => SchemaMode::Wait,
+            cli::SchemaArg::Skip => SchemaMode::Skip,
+        };
+        let Some(database) = wait.database.clone() else {
+            if mode == SchemaMode::Skip {
+                return Ok(None);
+            }
+            return Err(Error::Config(
+                "migrations need the database: set DATABASE_URL or --database-url (the lock and the version table live there)"
+                    .into(),
+            ));
+        };
+        if mode == SchemaMode::Wait && matches!(&source, Source::Command { check: None, .. }) {
+            return Err(Error::Config(
+                "--schema wait with --migrate-command needs --schema-check-command, e.g. 'alembic current --check-heads'".into(),
+            ));
+        }
+        if args.single_transaction && matches!(database.kind, TargetKind::MySql { .. }) {
+            return Err(Error::Config(
+                "--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag".into(),
+            ));
+        }
+        let config = MigrateConfig {
+            source,
+            lock_timeout: duration("--lock-timeout", &args.lock_timeout)?,
+            ignore_missing: args.ignore_missing,
+            single_transaction: args.single_transaction,
+        };
+        Ok(Some(MigratePhase {
+            database: Box::new(database),
+            config,
+            mode,
+        }))
+    }
+}
+
+/// Splits a command line into argv the way a POSIX shell would quote it, without running one:
+/// scratch images have no shell.
+fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
+    match shlex::split(raw) {
+        Some(argv) if !argv.is_empty() => Ok(argv),
+        Some(_) => Err(Error::Config(format!(
+            "{flag} is empty: give a command, e.g. 'alembic upgrade head'"
+        ))),
+        None => Err(Error::Config(format!(
+            "{flag} '{raw}' has unbalanced quotes: close them"
+        ))),
     }
 }
 
@@ -138,7 +309,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             cli::Command::Wait(a) => WaitConfig::from_args(a),
-            cli::Command::Run(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

@@ -36,6 +36,11 @@ pub enum Error {
         exit: Exit,
     },
 
+    /// A migration-phase failure; the message names the migration, the database's error and
+    /// the state the database is left in.
+    #[error("{message}")]
+    Migrate { message: String, exit: Exit },
+
     #[error("{0}")]
     Internal(String),
 }
@@ -48,6 +53,7 @@ impl Error {
             Error::Timeout { .. } => Exit::Timeout,
             Error::Signal { signal, .. } => Exit::Signal(*signal),
             Error::Exec { exit, .. } => *exit,
+            Error::Migrate { exit, .. } => *exit,
             Error::Internal(_) => Exit::Failure,
         }
     }

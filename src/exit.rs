@@ -16,6 +16,22 @@ pub enum Exit {
     /// A dependency answered with an error waiting will not fix: wrong password, missing
     /// database, TLS misconfiguration.
     Dependency,
+    /// A migration failed. The message says what state the database is left in.
+    MigrationFailed,
+    /// A migration is recorded as started but not finished (`success = false`).
+    Dirty,
+    /// An applied migration's file changed since (checksum mismatch).
+    Changed,
+    /// A migration is applied in the database but missing locally (see `--ignore-missing`).
+    Missing,
+    /// `--lock-timeout` passed while another process held the migration lock.
+    LockTimeout,
+    /// The pre-migration backup failed; no migration ran.
+    BackupFailed,
+    /// `status --check`: the schema is not current.
+    NotCurrent,
+    /// `--migrate-command` (or `--schema-check-command` in apply mode) exited non-zero.
+    CommandFailed,
     /// The overall deadline (`--timeout`) passed with a target still not ready.
     Timeout,
     /// The command was found but could not be executed (permissions, not an executable).
@@ -33,8 +49,15 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Usage => 2,
             Exit::Dependency => 3,
-            // 10-19 are reserved for migration failures, 124-127 follow coreutils' timeout(1)
-            // and POSIX shells.
+            // 10-19: migrations. 124-127 follow coreutils' timeout(1) and POSIX shells.
+            Exit::MigrationFailed => 10,
+            Exit::Dirty => 11,
+            Exit::Changed => 12,
+            Exit::Missing => 13,
+            Exit::LockTimeout => 14,
+            Exit::BackupFailed => 15,
+            Exit::NotCurrent => 16,
+            Exit::CommandFailed => 17,
             Exit::Timeout => 124,
             Exit::NotExecutable => 126,
             Exit::NotFound => 127,
@@ -60,6 +83,14 @@ mod tests {
             Exit::Failure,
             Exit::Usage,
             Exit::Dependency,
+            Exit::MigrationFailed,
+            Exit::Dirty,
+            Exit::Changed,
+            Exit::Missing,
+            Exit::LockTimeout,
+            Exit::BackupFailed,
+            Exit::NotCurrent,
+            Exit::CommandFailed,
             Exit::Timeout,
             Exit::NotExecutable,
             Exit::NotFound,

@@ -8,6 +8,7 @@ mod db;
 mod error;
 mod exit;
 mod log;
+mod migrate;
 mod net;
 mod supervise;
 mod target;

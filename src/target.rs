@@ -51,6 +51,7 @@ pub enum Endpoint {
 }
 
 /// One dependency to wait for.
+#[derive(Clone)]
 pub struct Target {
     /// The redacted form shown in logs and errors, e.g. `postgres://app:***@db:5432/app`.
     pub name: String,
@@ -58,6 +59,7 @@ pub struct Target {
     pub redactor: Redactor,
 }
 
+#[derive(Clone)]
 pub enum TargetKind {
     Tcp {
         host: Host,

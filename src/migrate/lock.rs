@@ -1,0 +1,276 @@
+//! The cluster-wide migration lock, taken so that of 50 replicas starting together exactly one
+//! migrates.
+//!
+//! # Theory of operation
+//! A blocked `pg_advisory_lock` pins a server backend for as long as it waits; with a few hundred
+//! replicas that exhausts `max_connections` before the app itself can connect. So a waiter never
+//! holds a connection while it waits: it connects, tries the lock once (`pg_try_advisory_lock`,
+//! `GET_LOCK(key, 0)`), and if someone else has it, asks the server who, disconnects, and sleeps
+//! a jittered delay before trying again on a new connection. Only the holder keeps a connection,
+//! and it is a dedicated one (never pooled), so closing it releases the lock on every path:
+//! explicitly on success and on SQL errors, by the server noticing the closed socket when the
+//! process dies (`client_connection_check_interval` makes PostgreSQL notice within a second even
+//! in the middle of a long statement).
+//!
+//! SQLite has no server: the lock is an exclusive `flock` on `<database>.lock` beside the file,
+//! which the kernel drops when the process dies.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::store::{self, Holder};
+use crate::classify::Failure;
+use crate::db::{self, DbConn};
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::target::{Target, TargetKind};
+use crate::wait::{Backoff, millis};
+
+/// How a waiter polls: the first retry within 100 ms, then up to every 2 s on average-1 s.
+const POLL: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(2),
+};
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The lock, held. Release it with [`LockGuard::release`]; dropping it also releases it (the
+/// connection closes), just less politely.
+pub struct LockGuard {
+    conn: Option<DbConn>,
+    key: i64,
+    /// SQLite's lock file, kept open (and locked) for as long as the guard lives.
+    _file: Option<Flock<File>>,
+}
+
+impl LockGuard {
+    pub fn conn(&mut self) -> &mut DbConn {
+        self.conn
+            .as_mut()
+            .expect("the connection is only taken by release()")
+    }
+
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if let Err(e) = store::unlock(&mut conn, self.key).await {
+                // Closing the connection releases it anyway.
+                debug!(error = %e, "explicit unlock failed; closing the connection releases the lock");
+            }
+            conn.close().await;
+        }
+        debug!("migration lock released");
+    }
+}
+
+/// Takes the lock, polling until `timeout`. `first` is an already open connection to try first,
+/// so the common uncontended case costs no extra connection.
+pub async fn acquire(
+    target: &Target,
+    first: Option<DbConn>,
+    timeout: Duration,
+    stagger: Duration,
+) -> Result<LockGuard, Error> {
+    if let TargetKind::Sqlite {
+        path: Some(path), ..
+    } = &target.kind
+    {
+        if let Some(conn) = first {
+            conn.close().await;
+        }
+        return acquire_file(target, path, timeout, stagger).await;
+    }
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut rng: StdRng = rand::make_rng();
+    let mut first = first;
+    let mut attempts = 0u32;
+    let mut last_report: Option<Instant> = None;
+    let mut key = None;
+    loop {
+        attempts += 1;
+        let mut conn = match first.take() {
+            Some(conn) => conn,
+            None => match db::connect(target, stagger).await {
+                Ok((conn, _)) => conn,
+                Err(f) if f.class.is_permanent() => return Err(dependency(target, f)),
+                Err(f) => {
+                    debug!(error = %f.message, "cannot connect to take the migration lock; retrying");
+                    if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                        return Err(lock_timeout(target, timeout, None));
+                    }
+                    continue;
+                }
+            },
+        };
+        let result: Result<(bool, i64), sqlx::Error> = async {
+            let k = match key {
+                Some(k) => k,
+                None => store::lock_key(&store::current_database(&mut conn).await?),
+            };
+            Ok((store::try_lock(&mut conn, k).await?, k))
+        }
+        .await;
+        match result {
+            Ok((true, k)) => {
+                let waited = start.elapsed();
+                info!(
+                    waited_ms = millis(waited),
+                    attempts, "migration lock acquired"
+                );
+                return Ok(LockGuard {
+                    conn: Some(conn),
+                    key: k,
+                    _file: None,
+                });
+            }
+            Ok((false, k)) => {
+                key = Some(k);
+                let holder = store::holder(&mut conn, k).await.ok().flatten();
+                conn.close().await;
+                if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                    report_holder(holder.as_ref(), start.elapsed());
+                    last_report = Some(Instant::now());
+                }
+                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                    return Err(lock_timeout(target, timeout, holder));
+                }
+            }
+            Err(e) => {
+                conn.close().await;
+                debug!(error = %target.redactor.redact(&e.to_string()), "lock attempt failed; retrying");
+                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                    return Err(lock_timeout(target, timeout, None));
+                }
+            }
+        }
+    }
+}
+
+fn report_holder(holder: Option<&Holder>, waited: Duration) {
+    match holder {
+        Some(h) => info!(
+            holder = %h.name,
+            holder_client = %h.client,
+            held_ms = millis(h.held_for),
+            waited_ms = millis(waited),
+            "waiting for the migration lock"
+        ),
+        None => info!(waited_ms = millis(waited), "waiting for the migration lock"),
+    }
+}
+
+/// Sleeps the next poll delay; `false` when that would pass the deadline.
+async fn sleep_or_timeout(rng: &mut StdRng, attempts: u32, deadline: Instant) -> bool {
+    let delay = POLL.delay(attempts, rng);
+    if Instant::now() + delay >= deadline {
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
+}
+
+fn dependency(target: &Target, failure: Failure) -> Error {
+    Error::Dependency {
+        target: target.name.clone(),
+        failure,
+    }
+}
+
+fn lock_timeout(target: &Target, timeout: Duration, holder: Option<Holder>) -> Error {
+    let who = holder.map_or_else(String::new, |h| {
+        format!(
+            " (held by {} from {} for {}s)",
+            h.name,
+            h.client,
+            h.held_for.as_secs()
+        )
+    });
+    Error::Migrate {
+        message: format!(
+            "could not take the migration lock on {} within {}{who}: another migration is still \
+             running; raise --lock-timeout, or find and stop the holder",
+            target.name,
+            humantime::format_duration(timeout)
+        ),
+        exit: Exit::LockTimeout,
+    }
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+async fn acquire_file(
+    target: &Target,
+    db_path: &Path,
+    timeout: Duration,
+    stagger: Duration,
+) -> Result<LockGuard, Error> {
+    let path = lock_path(db_path);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut rng: StdRng = rand::make_rng();
+    let mut attempts = 0u32;
+    let mut last_report: Option<Instant> = None;
+    let locked = loop {
+        attempts += 1;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Migrate {
+                message: format!(
+                    "cannot open the lock file {}: {e}; the database's directory must be writable",
+                    path.display()
+                ),
+                exit: Exit::MigrationFailed,
+            })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                // Say who we are, for the next waiter's progress line.
+                let _ = locked.set_len(0);
+                let _ = write!(&mut *locked, "{}", crate::target::application_name());
+                break locked;
+            }
+            Err((_, _errno)) => {
+                if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    info!(holder = %holder.trim(), lock_file = %path.display(), waited_ms = millis(start.elapsed()), "waiting for the migration lock");
+                    last_report = Some(Instant::now());
+                }
+                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    return Err(lock_timeout(
+                        target,
+                        timeout,
+                        Some(Holder {
+                            name: holder.trim().to_owned(),
+                            client: path.display().to_string(),
+                            held_for: Duration::ZERO,
+                        }),
+                    ));
+                }
+            }
+        }
+    };
+    let waited = start.elapsed();
+    info!(waited_ms = millis(waited), lock_file = %path.display(), "migration lock acquired");
+    let (conn, _) = db::connect(target, stagger)
+        .await
+        .map_err(|f| dependency(target, f))?;
+    Ok(LockGuard {
+        conn: Some(conn),
+        key: 0,
+        _file: Some(locked),
+    })
+}
