@@ -99,7 +99,11 @@ pub enum MigrateAction {
 #[derive(Debug, Args)]
 pub struct StampArgs {
     /// Stamp every migration up to and including this version, or `latest`.
-    #[arg(id = "target_version", default_value = "latest", value_name = "VERSION")]
+    #[arg(
+        id = "target_version",
+        default_value = "latest",
+        value_name = "VERSION"
+    )]
     pub version: String,
 
     #[command(flatten)]

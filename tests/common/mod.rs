@@ -686,3 +686,97 @@ impl Drop for Preflight {
 pub fn preflight(netns: Option<&Netns>, args: &[&str], limit: Duration) -> Finished {
     Preflight::spawn(netns, args).finish(limit)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Talking to the databases directly, to check what preflight did
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Runs `sql` (one or more statements) on the database at `url`.
+pub fn sql_exec(url: &str, sql: &str) {
+    use sqlx::Connection;
+    block_on(async {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        } else if url.starts_with("mysql") {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+    })
+}
+
+/// The first column of the first row of `sql`, as an integer.
+pub fn sql_i64(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    block_on(async {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        } else if url.starts_with("mysql") {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    })
+}
+
+/// A directory of migration files.
+pub struct Migrations {
+    pub dir: tempfile::TempDir,
+}
+
+impl Migrations {
+    pub fn new(files: &[(&str, &str)]) -> Migrations {
+        let m = Migrations {
+            dir: tempfile::Builder::new()
+                .prefix("pf-mig-")
+                .tempdir()
+                .unwrap(),
+        };
+        for (name, sql) in files {
+            m.add(name, sql);
+        }
+        m
+    }
+
+    pub fn add(&self, name: &str, sql: &str) {
+        fs::write(self.dir.path().join(name), sql).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        fs::remove_file(self.dir.path().join(name)).unwrap();
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+}
+
+/// Starts `n` preflight processes at once and waits for them all.
+pub fn crowd(n: usize, args: &[&str], limit: Duration) -> Vec<Finished> {
+    let procs: Vec<Preflight> = (0..n).map(|_| Preflight::spawn(None, args)).collect();
+    procs.into_iter().map(|p| p.finish(limit)).collect()
+}

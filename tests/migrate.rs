@@ -1,0 +1,656 @@
+//! End-to-end tests of the migration phase against real PostgreSQL, MariaDB and SQLite.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The same schema for every backend; `slow` is a statement that takes a moment, so that
+/// concurrent migrators really overlap.
+fn schema(slow: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("20240101000000_create_items.sql", "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);\n".into()),
+        ("20240102000000_seed.sql", format!("{slow}\nINSERT INTO items (id, name) VALUES (1, 'first');\n")),
+        ("20240103000000_more.sql", "INSERT INTO items (id, name) VALUES (2, 'second');\nCREATE TABLE tags (id INTEGER PRIMARY KEY);\n".into()),
+    ]
+}
+
+fn files<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(n, s)| (*n, s.as_str())).collect()
+}
+
+fn assert_crowd_applied_once(url: &str, results: &[Finished]) {
+    for done in results {
+        done.expect_code(0).expect_no_password();
+        assert!(!done.stderr.contains("already exists"), "{done}");
+    }
+    assert_eq!(sql_i64(url, "SELECT COUNT(*) FROM _sqlx_migrations"), 3);
+    assert_eq!(
+        sql_i64(url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
+        3
+    );
+    assert_eq!(sql_i64(url, "SELECT COUNT(*) FROM items"), 2);
+    let appliers = results
+        .iter()
+        .filter(|d| d.stderr.contains("migrations done applied=3"))
+        .count();
+    assert_eq!(appliers, 1, "exactly one process applies the migrations");
+}
+
+#[test]
+fn twenty_concurrent_migrators_apply_each_migration_once_on_postgres() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let s = schema("SELECT pg_sleep(0.5);");
+    let m = Migrations::new(&files(&s));
+    let url = pg.url("127.0.0.1");
+    let results = crowd(
+        20,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    assert_crowd_applied_once(&url, &results);
+    // The others waited for the lock and said who held it.
+    assert!(
+        results
+            .iter()
+            .any(|d| d.stderr.contains("holder=preflight/")),
+        "{}",
+        results[0]
+    );
+}
+
+#[test]
+fn twenty_concurrent_migrators_apply_each_migration_once_on_mariadb() {
+    let mut db = MariaDb::new();
+    db.start();
+    let s = schema("DO SLEEP(0.5);");
+    let m = Migrations::new(&files(&s));
+    let url = db.url_for(PASSWORD, "app");
+    let results = crowd(
+        20,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    assert_crowd_applied_once(&url, &results);
+}
+
+#[test]
+fn twenty_concurrent_migrators_apply_each_migration_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema("");
+    let m = Migrations::new(&files(&s));
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let results = crowd(
+        20,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    assert_crowd_applied_once(&url, &results);
+}
+
+#[test]
+fn a_second_run_is_a_no_op_that_takes_no_lock() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let s = schema("");
+    let m = Migrations::new(&files(&s));
+    let url = pg.url("127.0.0.1");
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    let done = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    done.expect_code(0);
+    assert!(done.stderr.contains("schema is current"), "{done}");
+    assert!(!done.stderr.contains("lock acquired"), "{done}");
+}
+
+#[test]
+fn a_failing_migration_leaves_postgres_unchanged_and_the_app_is_not_started() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    m.add(
+        "2_broken.sql",
+        "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
+    );
+    let marker = m.dir.path().join("app-started");
+    let done = preflight(
+        None,
+        &[
+            "run",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+        LONG,
+    );
+    done.expect_code(10).expect_no_password();
+    assert!(!marker.exists(), "the app started: {done}");
+    for needle in [
+        "2_broken.sql",
+        "line 2",
+        "42P01",
+        "nothing of it was applied",
+    ] {
+        assert!(done.stderr.contains(needle), "{needle}: {done}");
+    }
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'more_items'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_failing_migration_leaves_sqlite_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    m.add(
+        "2_broken.sql",
+        "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
+    );
+    let done = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    done.expect_code(10);
+    assert!(
+        done.stderr.contains("2_broken.sql") && done.stderr.contains("no such table"),
+        "{done}"
+    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'more_items'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_failing_migration_on_mariadb_says_the_database_may_be_partly_changed() {
+    let mut db = MariaDb::new();
+    db.start();
+    let url = db.url_for(PASSWORD, "app");
+    let m = Migrations::new(&[(
+        "1_broken.sql",
+        "CREATE TABLE partial (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
+    )]);
+    let done = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    done.expect_code(10);
+    assert!(
+        done.stderr.contains("partially changed") && done.stderr.contains("1146"),
+        "{done}"
+    );
+    // The next run refuses the dirty state rather than guessing.
+    let again = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    );
+    again.expect_code(11);
+    assert!(
+        again.stderr.contains("dirty") && again.stderr.contains("DELETE FROM _sqlx_migrations"),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_changed_file_is_refused_and_a_missing_one_unless_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let m = Migrations::new(&[
+        ("1_a.sql", "CREATE TABLE a (id INTEGER);\n"),
+        ("2_b.sql", "CREATE TABLE b (id INTEGER);\n"),
+    ]);
+    let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
+    preflight(None, &args, LONG).expect_code(0);
+
+    // CRLF line endings change the checksum.
+    m.add("2_b.sql", "CREATE TABLE b (id INTEGER);\r\n");
+    let done = preflight(None, &args, LONG);
+    done.expect_code(12);
+    assert!(
+        done.stderr.contains("2_b.sql") && done.stderr.contains("CRLF"),
+        "{done}"
+    );
+
+    m.remove("2_b.sql");
+    let done = preflight(None, &args, LONG);
+    done.expect_code(13);
+    assert!(done.stderr.contains("--ignore-missing"), "{done}");
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--ignore-missing",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+}
+
+#[test]
+fn readers_start_only_after_the_writer_finishes() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let s = schema("SELECT pg_sleep(0.3);");
+    let m = Migrations::new(&files(&s));
+    let marker = m.dir.path().join("reader-started");
+    let count_sql = "SELECT COUNT(*) FROM items";
+    let mut reader = Preflight::spawn(
+        None,
+        &[
+            "run",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--schema",
+            "wait",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}", marker.display()),
+        ],
+    );
+    reader.wait_for_line(&["waiting for another process to migrate"], LONG);
+    assert!(!marker.exists());
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    let done = reader.finish(LONG);
+    done.expect_code(0);
+    assert!(marker.exists(), "{done}");
+    assert_eq!(sql_i64(&url, count_sql), 2);
+    assert!(
+        !done.stderr.contains("lock"),
+        "a reader takes no lock: {done}"
+    );
+}
+
+#[test]
+fn readers_without_a_writer_time_out_with_124() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--schema",
+            "wait",
+            "--timeout",
+            "2s",
+        ],
+        LONG,
+    );
+    done.expect_code(124);
+    assert!(done.elapsed < Duration::from_secs(4), "{done}");
+    assert_eq!(
+        sql_i64(
+            &format!("{url}?mode=ro"),
+            "SELECT COUNT(*) FROM sqlite_master"
+        ),
+        0,
+        "a reader writes nothing"
+    );
+}
+
+#[test]
+fn stamp_adopts_an_existing_database_without_running_the_migrations() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    // The database already has the schema, made by hand (like `alembic stamp head` users).
+    sql_exec(
+        &url,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);",
+    );
+    let s = schema("");
+    let m = Migrations::new(&files(&s));
+    let status = preflight(
+        None,
+        &[
+            "status",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--check",
+        ],
+        LONG,
+    );
+    status.expect_code(16);
+    assert_eq!(status.stdout.matches("pending").count(), 3, "{status}");
+
+    preflight(
+        None,
+        &[
+            "migrate",
+            "stamp",
+            "20240102000000",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    )
+    .expect_code(0);
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM items"),
+        0,
+        "stamp ran no SQL"
+    );
+    let status = preflight(
+        None,
+        &[
+            "status",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--format",
+            "json",
+        ],
+        LONG,
+    );
+    status.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
+    let states: Vec<&str> = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["applied", "applied", "pending"], "{status}");
+    assert_eq!(v["current"], false);
+
+    preflight(
+        None,
+        &[
+            "migrate",
+            "stamp",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    )
+    .expect_code(0);
+    preflight(
+        None,
+        &[
+            "status",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--check",
+        ],
+        LONG,
+    )
+    .expect_code(0);
+}
+
+#[test]
+fn dry_run_lists_pending_migrations_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let s = schema("");
+    let m = Migrations::new(&files(&s));
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--dry-run",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert_eq!(
+        done.stdout
+            .lines()
+            .filter(|l| l.starts_with("would apply"))
+            .count(),
+        3,
+        "{done}"
+    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"), 0);
+}
+
+#[test]
+fn single_transaction_applies_all_or_nothing() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = Migrations::new(&[
+        ("1_a.sql", "CREATE TABLE a (id INTEGER);\n"),
+        ("2_b.sql", "CREATE TABLE b (id INTEGER);\n"),
+        ("3_c.sql", "INSERT INTO nowhere VALUES (1);\n"),
+    ]);
+    let args = [
+        "migrate",
+        "--database-url",
+        &url,
+        "--migrations",
+        m.path(),
+        "--single-transaction",
+    ];
+    let done = preflight(None, &args, LONG);
+    done.expect_code(10);
+    assert!(
+        done.stderr.contains("3_c.sql") && done.stderr.contains("whole batch was rolled back"),
+        "{done}"
+    );
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b', '_sqlx_migrations')"
+        ),
+        1
+    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 0);
+
+    m.add("3_c.sql", "CREATE TABLE c (id INTEGER);\n");
+    preflight(None, &args, LONG).expect_code(0);
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success AND execution_time > 0"
+        ),
+        3
+    );
+
+    m.add(
+        "4_d.sql",
+        "-- no-transaction\nCREATE TABLE d (id INTEGER);\n",
+    );
+    let done = preflight(None, &args, LONG);
+    done.expect_code(10);
+    assert!(
+        done.stderr.contains("no-transaction") && done.stderr.contains("4_d.sql"),
+        "{done}"
+    );
+}
+
+#[test]
+fn a_lock_held_too_long_times_out_naming_the_holder() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = Migrations::new(&[("1_slow.sql", "SELECT pg_sleep(4);\n")]);
+    let mut holder = Preflight::spawn(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+    );
+    holder.wait_for_line(&["migration lock acquired"], LONG);
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--lock-timeout",
+            "1s",
+        ],
+        LONG,
+    );
+    done.expect_code(14);
+    assert!(done.stderr.contains("held by preflight/"), "{done}");
+    holder.finish(LONG).expect_code(0);
+}
+
+#[test]
+fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = Migrations::new(&[(
+        "1_slow.sql",
+        "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n",
+    )]);
+    let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
+    let mut holder = Preflight::spawn(None, &args);
+    holder.wait_for_line(&["migration lock acquired"], LONG);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(holder);
+    // The server notices the dead client within a second (client_connection_check_interval),
+    // rolls back and frees the lock, long before the 30 s statement would have ended. Nothing
+    // was recorded, so the (now quick) migration is simply pending and the next run applies it.
+    m.add("1_slow.sql", "CREATE TABLE half (id INTEGER);\n");
+    let done = preflight(None, &args, LONG);
+    done.expect_code(0);
+    assert!(
+        done.elapsed < Duration::from_secs(10),
+        "the lock was not freed promptly: {done}"
+    );
+    assert!(done.stderr.contains("applied=1"), "{done}");
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
+        1
+    );
+}
+
+#[test]
+fn sqlx_and_preflight_see_each_others_migrations_as_current() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let s = schema("");
+    let m = Migrations::new(&files(&s));
+    // sqlx's own migrator first.
+    let dir = m.dir.path().to_path_buf();
+    let url2 = url.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::Connection;
+            let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
+            let mut c = sqlx::PgConnection::connect(&url2).await.unwrap();
+            migrator.run_direct(None, &mut c, false).await.unwrap();
+        });
+    preflight(
+        None,
+        &[
+            "status",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--check",
+        ],
+        LONG,
+    )
+    .expect_code(0);
+
+    // And the reverse, on a second database: preflight first, then sqlx finds nothing to do
+    // (it would fail on a checksum mismatch or apply twice on a version it did not see).
+    let mut pg2 = Pg::new("127.0.0.1", None);
+    pg2.start();
+    let url3 = pg2.url("127.0.0.1");
+    preflight(
+        None,
+        &["migrate", "--database-url", &url3, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    let dir = m.dir.path().to_path_buf();
+    let url4 = url3.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::Connection;
+            let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
+            let mut c = sqlx::PgConnection::connect(&url4).await.unwrap();
+            migrator.run_direct(None, &mut c, false).await.unwrap();
+        });
+    assert_eq!(sql_i64(&url3, "SELECT COUNT(*) FROM items"), 2);
+    assert_eq!(sql_i64(&url3, "SELECT COUNT(*) FROM _sqlx_migrations"), 3);
+}
