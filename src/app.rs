@@ -123,13 +123,17 @@ fn phases(
         let work = async {
             let began = Instant::now();
             let deadline = wait.policy.timeout.map(|t| tokio::time::Instant::now() + t);
-            let waited = wait::wait_all(wait.targets, &wait.policy).await;
+            // The connection that proved the database ready is kept for the migration phase, so
+            // a crowd of replicas costs the server one login each, not two.
+            let keep = migrate.as_ref().and(wait.database.as_ref()).map(|_| 0);
+            let waited = wait::wait_all(wait.targets, &wait.policy, keep).await;
             wait_time.set(Some(began.elapsed()));
-            waited?;
+            let first = waited?;
             if let Some((m, action)) = &migrate {
                 phase.set("migrate");
                 let began = Instant::now();
-                let result = migrate::run(&m.database, &m.config, m.mode, *action, &wait.policy, deadline).await;
+                let result =
+                    migrate::run(&m.database, &m.config, m.mode, *action, &wait.policy, deadline, first).await;
                 migrate_time.set(Some(began.elapsed()));
                 result?;
             }

@@ -33,7 +33,8 @@ use crate::exit::Exit;
 use crate::target::{Target, TargetKind};
 use crate::wait::{Backoff, millis};
 
-/// How a waiter polls: the first retry within 100 ms, then up to every 2 s on average-1 s.
+/// How a waiter polls: the first retry within 100 ms, then a random delay of up to 2 s (1 s on
+/// average once grown), so 200 waiters cost the server about 200 short logins a second.
 const POLL: Backoff = Backoff {
     base: Duration::from_millis(100),
     cap: Duration::from_secs(2),
@@ -131,9 +132,16 @@ pub async fn acquire(
             }
             Ok((false, k)) => {
                 key = Some(k);
-                let holder = store::holder(&mut conn, k).await.ok().flatten();
+                // Asking who holds the lock is one more query: only when it will be reported.
+                let report = last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+                let timing_out = Instant::now() + POLL.ceiling(attempts + 1) >= deadline;
+                let holder = if report || timing_out {
+                    store::holder(&mut conn, k).await.ok().flatten()
+                } else {
+                    None
+                };
                 conn.close().await;
-                if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                if report {
                     report_holder(holder.as_ref(), start.elapsed());
                     last_report = Some(Instant::now());
                 }

@@ -150,6 +150,7 @@ pub async fn run(
     action: Action,
     policy: &WaitPolicy,
     deadline: Option<Instant>,
+    first: Option<DbConn>,
 ) -> Result<(), Error> {
     match (&config.source, mode) {
         (_, SchemaMode::Skip) => {
@@ -158,14 +159,14 @@ pub async fn run(
         }
         (Source::Dir(dir), SchemaMode::Apply) => {
             let local = load(dir).await?;
-            apply_dir(target, config, &local, action, policy).await
+            apply_dir(target, config, &local, action, policy, first).await
         }
         (Source::Dir(dir), SchemaMode::Wait) => {
             let local = load(dir).await?;
-            wait_dir(target, config, &local, policy, deadline).await
+            wait_dir(target, config, &local, policy, deadline, first).await
         }
         (Source::Command { argv, check }, SchemaMode::Apply) => {
-            apply_command(target, config, argv, check.as_deref(), policy).await
+            apply_command(target, config, argv, check.as_deref(), policy, first).await
         }
         (Source::Command { check, .. }, SchemaMode::Wait) => {
             let check = check.as_deref().expect(
@@ -176,14 +177,33 @@ pub async fn run(
     }
 }
 
-async fn connect(target: &Target, policy: &WaitPolicy) -> Result<DbConn, Error> {
-    db::connect(target, policy.stagger)
-        .await
-        .map(|(conn, _)| conn)
-        .map_err(|failure| Error::Dependency {
-            target: target.name.clone(),
-            failure,
-        })
+/// Connects for the migration phase, riding out transient refusals (a crowd of replicas can
+/// briefly fill `max_connections`) until `until`.
+async fn connect(target: &Target, policy: &WaitPolicy, until: Instant) -> Result<DbConn, Error> {
+    let mut rng: StdRng = rand::make_rng();
+    let mut failures = 0u32;
+    loop {
+        match db::connect(target, policy.stagger).await {
+            Ok((conn, _)) => return Ok(conn),
+            Err(failure) if failure.class.is_permanent() || Instant::now() >= until => {
+                return Err(Error::Dependency {
+                    target: target.name.clone(),
+                    failure,
+                });
+            }
+            Err(failure) => {
+                debug!(error = %failure.message, class = %failure.class, "cannot connect yet; retrying");
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(
+                    policy
+                        .backoff
+                        .delay(failures, &mut rng)
+                        .max(policy.backoff.base),
+                )
+                .await;
+            }
+        }
+    }
 }
 
 fn db_error(target: &Target, e: &sqlx::Error) -> Error {
@@ -199,20 +219,29 @@ async fn apply_dir(
     local: &Migrations,
     action: Action,
     policy: &WaitPolicy,
+    first: Option<DbConn>,
 ) -> Result<(), Error> {
     let started = Instant::now();
     // 1. The fast path: one read, no lock, no write.
-    let mut conn = connect(target, policy).await?;
+    let mut conn = match first {
+        Some(conn) => conn,
+        None => connect(target, policy, started + config.lock_timeout).await?,
+    };
     let applied = store::read_applied(&mut conn)
         .await
         .map_err(|e| db_error(target, &e))?;
     let plan = Plan::new(&local.local, &applied);
-    if let Some(problem) = plan.problem(config.ignore_missing) {
+    // A dirty row read without the lock may be a MySQL migration in progress (sqlx records
+    // success = false before running it): only the lock holder's view of it is final.
+    let dry_run = action == (Action::Apply { dry_run: true });
+    let dirty_now =
+        !dry_run && matches!(plan.problem(config.ignore_missing), Some(Problem::Dirty(_)));
+    if let Some(problem) = plan.problem(config.ignore_missing).filter(|_| !dirty_now) {
         conn.close().await;
         return Err(problem_error(problem, &local.dir, is_mysql(&target.kind)));
     }
     let pending = pending_for(&plan, action);
-    if pending.is_empty() {
+    if pending.is_empty() && !dirty_now {
         conn.close().await;
         info!(
             applied = applied.len(),
@@ -221,7 +250,7 @@ async fn apply_dir(
         );
         return Ok(());
     }
-    if action == (Action::Apply { dry_run: true }) {
+    if dry_run {
         conn.close().await;
         for v in &pending {
             let m = local
@@ -463,13 +492,19 @@ async fn wait_dir(
     local: &Migrations,
     policy: &WaitPolicy,
     deadline: Option<Instant>,
+    mut first: Option<DbConn>,
 ) -> Result<(), Error> {
     let start = Instant::now();
     let mut rng: StdRng = rand::make_rng();
     let mut failures = 0u32;
     let mut last_report: Option<Instant> = None;
+    // Without a deadline, reconnecting gives up after the lock timeout's worth of refusals.
+    let until = deadline.unwrap_or_else(|| start + config.lock_timeout);
     loop {
-        let mut conn = connect(target, policy).await?;
+        let mut conn = match first.take() {
+            Some(conn) => conn,
+            None => connect(target, policy, until).await?,
+        };
         let applied = store::read_applied(&mut conn).await;
         conn.close().await;
         let applied = applied.map_err(|e| db_error(target, &e))?;
@@ -561,6 +596,7 @@ async fn apply_command(
     argv: &[String],
     check: Option<&[String]>,
     policy: &WaitPolicy,
+    first: Option<DbConn>,
 ) -> Result<(), Error> {
     let started = Instant::now();
     if let Some(check) = check
@@ -572,7 +608,7 @@ async fn apply_command(
         );
         return Ok(());
     }
-    let guard = lock::acquire(target, None, config.lock_timeout, policy.stagger).await?;
+    let guard = lock::acquire(target, first, config.lock_timeout, policy.stagger).await?;
     let status = run_command(argv, "migration command").await;
     guard.release().await;
     let status = status?;
@@ -622,7 +658,7 @@ pub async fn status(
     policy: &WaitPolicy,
 ) -> Result<bool, Error> {
     let local = load(dir).await?;
-    let mut conn = connect(target, policy).await?;
+    let mut conn = connect(target, policy, Instant::now() + policy.attempt_timeout).await?;
     let applied = store::read_applied(&mut conn).await;
     conn.close().await;
     let applied = applied.map_err(|e| db_error(target, &e))?;

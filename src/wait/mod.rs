@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::classify::{Class, Failure};
+use crate::db::DbConn;
 use crate::target::Target;
 pub use backoff::Backoff;
 
@@ -58,31 +59,40 @@ pub struct Pending {
 }
 
 enum Outcome {
-    Ready,
+    Ready(Option<DbConn>),
     Permanent(Failure),
     Timeout(Pending),
 }
 
 /// Waits until every target is ready, one fails permanently, or the deadline passes.
-pub async fn wait_all(targets: Vec<Target>, policy: &WaitPolicy) -> Result<(), WaitError> {
+///
+/// With `keep`, the connection that proved the target at that index ready is returned open
+/// instead of closed, so the next phase can use it.
+pub async fn wait_all(
+    targets: Vec<Target>,
+    policy: &WaitPolicy,
+    keep: Option<usize>,
+) -> Result<Option<DbConn>, WaitError> {
     let deadline = policy.timeout.map(|t| Instant::now() + t);
     let mut tasks = JoinSet::new();
-    for target in targets {
+    for (index, target) in targets.into_iter().enumerate() {
+        let keep = keep == Some(index);
         let target = Arc::new(target);
         let policy = policy.clone();
         // Each replica, and each target, draws its own jitter: that is the point of jitter.
         let rng: rand::rngs::StdRng = rand::make_rng();
         tasks.spawn(async move {
-            let outcome = wait_one(&target, &policy, deadline, rng).await;
+            let outcome = wait_one(&target, &policy, deadline, rng, keep).await;
             (target, outcome)
         });
     }
     let mut pending = Vec::new();
+    let mut kept = None;
     while let Some(joined) = tasks.join_next().await {
         let (target, outcome) =
             joined.expect("wait tasks neither panic (panic=abort) nor get cancelled while joined");
         match outcome {
-            Outcome::Ready => {}
+            Outcome::Ready(conn) => kept = kept.or(conn),
             // Returning drops the JoinSet, which cancels the other targets' loops.
             Outcome::Permanent(failure) => {
                 return Err(WaitError::Permanent {
@@ -95,7 +105,7 @@ pub async fn wait_all(targets: Vec<Target>, policy: &WaitPolicy) -> Result<(), W
     }
     match policy.timeout {
         Some(timeout) if !pending.is_empty() => Err(WaitError::Timeout { timeout, pending }),
-        _ => Ok(()),
+        _ => Ok(kept),
     }
 }
 
@@ -104,6 +114,7 @@ async fn wait_one<R: Rng>(
     policy: &WaitPolicy,
     deadline: Option<Instant>,
     mut rng: R,
+    keep: bool,
 ) -> Outcome {
     let start = Instant::now();
     let mut attempts: u32 = 0;
@@ -134,15 +145,23 @@ async fn wait_one<R: Rng>(
                 )),
             };
         let failure = match result {
-            Ok(address) => {
+            Ok(ready) => {
                 info!(
                     target = %target,
-                    address = %address,
+                    address = %ready.at,
                     attempts,
                     elapsed_ms = millis(start.elapsed()),
                     "ready"
                 );
-                return Outcome::Ready;
+                let conn = match ready.conn {
+                    Some(conn) if keep => Some(conn),
+                    Some(conn) => {
+                        conn.close().await;
+                        None
+                    }
+                    None => None,
+                };
+                return Outcome::Ready(conn);
             }
             Err(failure) => failure,
         };

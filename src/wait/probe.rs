@@ -17,8 +17,17 @@ use crate::db::{self, DbConn};
 use crate::net::{race, resolve};
 use crate::target::{Target, TargetKind};
 
-/// Runs one attempt. On success, says where the dependency answered (an address or a path).
-pub async fn attempt(target: &Target, stagger: Duration) -> Result<String, Failure> {
+/// A successful attempt.
+pub struct Ready {
+    /// Where the dependency answered: an address, a socket path or a file.
+    pub at: String,
+    /// For a database, the connection that proved it ready, still open: the migration phase can
+    /// use it rather than log in again.
+    pub conn: Option<DbConn>,
+}
+
+/// Runs one attempt.
+pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failure> {
     let redactor = &target.redactor;
     match &target.kind {
         TargetKind::Tcp { host, port } => {
@@ -27,13 +36,19 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<String, Failu
                 TcpStream::connect(addr).await.map_err(|e| io_failure(&e))
             })
             .await?;
-            Ok(addr.to_string())
+            Ok(Ready {
+                at: addr.to_string(),
+                conn: None,
+            })
         }
         TargetKind::Http { url, host, port } => {
             let addrs = resolve(host, *port).await?;
             let url = url.clone();
             let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
-            Ok(addr.to_string())
+            Ok(Ready {
+                at: addr.to_string(),
+                conn: None,
+            })
         }
         TargetKind::Postgres { .. } | TargetKind::MySql { .. } | TargetKind::Sqlite { .. } => {
             let (mut conn, at) = db::connect(target, stagger).await?;
@@ -47,8 +62,10 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<String, Failu
                 DbConn::Sqlite(c) => check.execute(c).await.map(drop),
             }
             .map_err(fail)?;
-            conn.close().await;
-            Ok(at)
+            Ok(Ready {
+                at,
+                conn: Some(conn),
+            })
         }
     }
 }

@@ -780,3 +780,19 @@ pub fn crowd(n: usize, args: &[&str], limit: Duration) -> Vec<Finished> {
     let procs: Vec<Preflight> = (0..n).map(|_| Preflight::spawn(None, args)).collect();
     procs.into_iter().map(|p| p.finish(limit)).collect()
 }
+
+/// Connects once and runs `SELECT 1`; the error's text if that fails.
+pub fn sql_try_connect(url: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    block_on(async {
+        let mut c = sqlx::PgConnection::connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query("SELECT 1")
+            .execute(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = c.close().await;
+        Ok(())
+    })
+}
