@@ -94,6 +94,45 @@ pub enum MigrateAction {
     ///
     /// Example: preflight migrate stamp latest
     Stamp(StampArgs),
+    /// Run down migrations (`.down.sql`), newest first, under the lock.
+    ///
+    /// Example: preflight migrate revert --steps 1
+    Revert(RevertArgs),
+    /// The fresh-baseline reset: drop every object in the database (PostgreSQL: the current
+    /// schema) and apply every migration from zero. Takes a backup first when one is configured.
+    ///
+    /// Example: preflight migrate reset --confirm-destroy-all-data --backup
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// Revert every applied migration newer than this version.
+    #[arg(long, value_name = "VERSION", conflicts_with = "steps")]
+    pub to: Option<i64>,
+
+    /// Revert this many of the newest applied migrations (default 1).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u32>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Required: reset destroys every table and row.
+    #[arg(long)]
+    pub confirm_destroy_all_data: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +228,30 @@ pub struct MigrateArgs {
     /// Apply every pending migration in one transaction: all or none (PostgreSQL, SQLite).
     #[arg(long, env = "PREFLIGHT_SINGLE_TRANSACTION")]
     pub single_transaction: bool,
+
+    /// Back up before migrating, when something is pending (and before revert and reset).
+    /// SQLite: VACUUM INTO a timestamped file. Other databases need --backup-command.
+    #[arg(long, env = "PREFLIGHT_BACKUP")]
+    pub backup: bool,
+
+    /// Where SQLite backups go. Default: beside the database.
+    #[arg(long, env = "PREFLIGHT_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<std::path::PathBuf>,
+
+    /// How many SQLite backups to keep; older ones are deleted.
+    #[arg(
+        long,
+        env = "PREFLIGHT_BACKUP_KEEP",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub backup_keep: usize,
+
+    /// A backup command run under the lock before migrating, without a shell; $VAR and ${VAR}
+    /// are expanded from the environment, and PREFLIGHT_BACKUP_STAMP holds a UTC timestamp.
+    /// Example: 'pg_dump -Fc -f /backups/app-${PREFLIGHT_BACKUP_STAMP}.dump $DATABASE_URL'
+    #[arg(long, env = "PREFLIGHT_BACKUP_COMMAND", value_name = "COMMAND")]
+    pub backup_command: Option<String>,
 }
 
 #[derive(Debug, Args)]

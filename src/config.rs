@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{self, Cli, LogFormat};
 use crate::error::Error;
+use crate::migrate::backup::Backup;
 use crate::migrate::{Action, MigrateConfig, SchemaMode, Source};
 use crate::target::{self, Target, TargetKind};
 use crate::wait::{Backoff, WaitPolicy};
@@ -98,6 +99,23 @@ impl Config {
                         };
                         (s.wait, s.migrate, Action::Stamp(to))
                     }
+                    Some(cli::MigrateAction::Revert(r)) => {
+                        let action = Action::Revert {
+                            to: r.to,
+                            steps: r.steps.unwrap_or(1),
+                        };
+                        (r.wait, r.migrate, action)
+                    }
+                    Some(cli::MigrateAction::Reset(r)) => {
+                        if !r.confirm_destroy_all_data {
+                            return Err(Error::Config(
+                                "reset drops every table and row in the database, then re-applies every migration: \
+                                 pass --confirm-destroy-all-data to do it (and --backup to keep a copy)"
+                                    .into(),
+                            ));
+                        }
+                        (r.wait, r.migrate, Action::Reset)
+                    }
                 };
                 let wait = WaitConfig::from_args(wait)?;
                 let migrate = MigratePhase::from_args(&wait, args, true)?
@@ -106,7 +124,7 @@ impl Config {
                     && action != (Action::Apply { dry_run: false })
                 {
                     return Err(Error::Config(
-                        "stamp and --dry-run work on SQL migrations (--migrations DIR); with --migrate-command \
+                        "stamp, revert, reset and --dry-run work on SQL migrations (--migrations DIR); with --migrate-command \
                          use your tool's own (e.g. alembic stamp head)"
                             .into(),
                     ));
@@ -258,11 +276,42 @@ impl MigratePhase {
                 "--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag".into(),
             ));
         }
+        let backup = match (&args.backup_command, args.backup, &database.kind) {
+            (Some(cmd), _, _) => Some(Backup::Command(split_command("--backup-command", cmd)?)),
+            (
+                None,
+                true,
+                TargetKind::Sqlite {
+                    path: Some(path), ..
+                },
+            ) => Some(Backup::Sqlite {
+                dir: args
+                    .backup_dir
+                    .clone()
+                    .unwrap_or_else(|| match path.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    }),
+                stem: path
+                    .file_stem()
+                    .map_or_else(|| "database".into(), |s| s.to_string_lossy().into_owned()),
+                keep: args.backup_keep.max(1),
+            }),
+            (None, true, _) => {
+                return Err(Error::Config(
+                    "--backup makes SQLite copies only: for this database give --backup-command, \
+                     e.g. 'pg_dump -Fc -f /backups/app-${PREFLIGHT_BACKUP_STAMP}.dump $DATABASE_URL'"
+                        .into(),
+                ));
+            }
+            (None, false, _) => None,
+        };
         let config = MigrateConfig {
             source,
             lock_timeout: duration("--lock-timeout", &args.lock_timeout)?,
             ignore_missing: args.ignore_missing,
             single_transaction: args.single_transaction,
+            backup,
         };
         Ok(Some(MigratePhase {
             database: Box::new(database),

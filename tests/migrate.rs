@@ -711,3 +711,285 @@ fn a_crowd_of_200_migrators_never_exhausts_postgres_connections() {
     assert!(ok >= 3, "the outside client connected only {ok} times");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM a"), 1);
 }
+
+fn reversible() -> Migrations {
+    Migrations::new(&[
+        ("1_a.up.sql", "CREATE TABLE a (id INTEGER);\n"),
+        ("1_a.down.sql", "DROP TABLE a;\n"),
+        (
+            "2_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\nINSERT INTO b VALUES (1);\n",
+        ),
+        ("2_b.down.sql", "DROP TABLE b;\n"),
+    ])
+}
+
+#[test]
+fn revert_then_apply_again_round_trips_on_postgres() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = reversible();
+    let tables = "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')";
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    assert_eq!(sql_i64(&url, tables), 2);
+
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "revert",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert!(done.stderr.contains("reverted version=2"), "{done}");
+    assert_eq!(sql_i64(&url, tables), 1);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
+
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    assert_eq!(sql_i64(&url, tables), 2);
+    preflight(
+        None,
+        &[
+            "migrate",
+            "revert",
+            "--to",
+            "0",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    )
+    .expect_code(0);
+    assert_eq!(sql_i64(&url, tables), 0);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 0);
+}
+
+#[test]
+fn revert_refuses_a_migration_without_a_down_file_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "revert",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    );
+    done.expect_code(10);
+    assert!(done.stderr.contains("1_a.sql has no .down.sql"), "{done}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
+}
+
+#[test]
+fn reset_is_refused_without_the_flag_and_rebuilds_from_zero_with_it() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = reversible();
+    preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path()],
+        LONG,
+    )
+    .expect_code(0);
+    sql_exec(
+        &url,
+        "INSERT INTO b VALUES (2), (3); CREATE TABLE stray (id INTEGER);",
+    );
+
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "reset",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+        ],
+        LONG,
+    );
+    done.expect_code(2);
+    assert!(done.stderr.contains("--confirm-destroy-all-data"), "{done}");
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM b"),
+        3,
+        "refused means untouched"
+    );
+
+    let args = [
+        "migrate",
+        "reset",
+        "--confirm-destroy-all-data",
+        "--database-url",
+        &url,
+        "--migrations",
+        m.path(),
+    ];
+    preflight(None, &args, LONG).expect_code(0);
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM b"),
+        1,
+        "only the seed row is back"
+    );
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'stray'"
+        ),
+        0
+    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 2);
+}
+
+#[test]
+fn sqlite_backups_are_written_before_migrating_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("sqlite:{}", db.display());
+    let backups = dir.path().join("backups");
+    let m = Migrations::new(&[(
+        "1_a.sql",
+        "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (1);\n",
+    )]);
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--backup",
+        ];
+        v.extend_from_slice(&[
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--backup-keep",
+            "2",
+        ]);
+        v.extend_from_slice(extra);
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let list = || {
+        let mut v: Vec<String> = std::fs::read_dir(&backups)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let run = |a: Vec<String>| {
+        preflight(
+            None,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            LONG,
+        )
+    };
+    run(args(&[])).expect_code(0);
+    assert_eq!(
+        list().len(),
+        1,
+        "a backup is taken before the first migration"
+    );
+    // Nothing pending: no backup.
+    run(args(&[])).expect_code(0);
+    assert_eq!(list().len(), 1);
+    for i in 2..=4 {
+        m.add(
+            &format!("{i}_more.sql"),
+            &format!("INSERT INTO a VALUES ({i});\n"),
+        );
+        run(args(&[])).expect_code(0);
+    }
+    let kept = list();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // The newest backup is the state before migration 4: three rows.
+    let newest = format!("sqlite:{}?mode=ro", backups.join(&kept[1]).display());
+    assert_eq!(sql_i64(&newest, "SELECT COUNT(*) FROM a"), 3);
+}
+
+#[test]
+fn a_failing_backup_command_stops_before_any_migration() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--backup-command",
+            "sh -c 'exit 7'",
+        ],
+        LONG,
+    );
+    done.expect_code(15).expect_no_password();
+    assert!(done.stderr.contains("no migration ran"), "{done}");
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"),
+        0
+    );
+
+    // A working command sees $DATABASE_URL-style expansion and the stamp.
+    let out = m.dir.path().join("dump-marker");
+    let cmd = format!(
+        "sh -c 'echo \"$1\" > {}' sh ${{PREFLIGHT_BACKUP_STAMP}}",
+        out.display()
+    );
+    preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--backup-command",
+            &cmd,
+        ],
+        LONG,
+    )
+    .expect_code(0);
+    let stamp = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        stamp.trim().ends_with('Z') && stamp.trim().len() == 19,
+        "{stamp:?}"
+    );
+}

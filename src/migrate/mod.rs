@@ -8,6 +8,7 @@
 //! 3. under the lock, read again (someone may have migrated meanwhile), back up if configured,
 //!    then apply what is pending and release.
 
+pub mod backup;
 mod lock;
 pub mod plan;
 mod store;
@@ -59,6 +60,7 @@ pub struct MigrateConfig {
     pub lock_timeout: Duration,
     pub ignore_missing: bool,
     pub single_transaction: bool,
+    pub backup: Option<backup::Backup>,
 }
 
 /// What `migrate` was asked to do.
@@ -69,6 +71,13 @@ pub enum Action {
     },
     /// Record migrations up to this version (all when `None`) as applied without running them.
     Stamp(Option<i64>),
+    /// Run down migrations: those newer than `to`, or the newest `steps`.
+    Revert {
+        to: Option<i64>,
+        steps: u32,
+    },
+    /// Drop everything, then apply from zero.
+    Reset,
 }
 
 /// The local migrations, read once.
@@ -222,46 +231,17 @@ async fn apply_dir(
     first: Option<DbConn>,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    // 1. The fast path: one read, no lock, no write.
     let mut conn = match first {
         Some(conn) => conn,
         None => connect(target, policy, started + config.lock_timeout).await?,
     };
-    let applied = store::read_applied(&mut conn)
-        .await
-        .map_err(|e| db_error(target, &e))?;
-    let plan = Plan::new(&local.local, &applied);
-    // A dirty row read without the lock may be a MySQL migration in progress (sqlx records
-    // success = false before running it): only the lock holder's view of it is final.
-    let dry_run = action == (Action::Apply { dry_run: true });
-    let dirty_now =
-        !dry_run && matches!(plan.problem(config.ignore_missing), Some(Problem::Dirty(_)));
-    if let Some(problem) = plan.problem(config.ignore_missing).filter(|_| !dirty_now) {
-        conn.close().await;
-        return Err(problem_error(problem, &local.dir, is_mysql(&target.kind)));
-    }
-    let pending = pending_for(&plan, action);
-    if pending.is_empty() && !dirty_now {
-        conn.close().await;
-        info!(
-            applied = applied.len(),
-            elapsed_ms = millis(started.elapsed()),
-            "schema is current"
-        );
-        return Ok(());
-    }
-    if dry_run {
-        conn.close().await;
-        for v in &pending {
-            let m = local
-                .local
-                .iter()
-                .find(|l| l.version == *v)
-                .expect("pending comes from local");
-            println!("would apply {} {}", m.version, m.file);
+    let destructive = matches!(action, Action::Revert { .. } | Action::Reset);
+    if !destructive {
+        let fast = fast_path(target, config, local, action, &mut conn, started).await;
+        if !matches!(fast, Ok(false)) {
+            conn.close().await;
+            return fast.map(drop);
         }
-        info!(pending = pending.len(), "dry run: nothing was changed");
-        return Ok(());
     }
 
     // 2. The lock, trying the connection we already have first.
@@ -277,6 +257,52 @@ async fn apply_dir(
     Ok(())
 }
 
+/// Step 1, the fast path: one read, no lock, no write. `true` when the phase is done (the schema
+/// is current, or this was a dry run); `false` when the lock is needed.
+async fn fast_path(
+    target: &Target,
+    config: &MigrateConfig,
+    local: &Migrations,
+    action: Action,
+    conn: &mut DbConn,
+    started: Instant,
+) -> Result<bool, Error> {
+    let applied = store::read_applied(conn)
+        .await
+        .map_err(|e| db_error(target, &e))?;
+    let plan = Plan::new(&local.local, &applied);
+    // A dirty row read without the lock may be a MySQL migration in progress (sqlx records
+    // success = false before running it): only the lock holder's view of it is final.
+    let dry_run = action == (Action::Apply { dry_run: true });
+    let dirty_now =
+        !dry_run && matches!(plan.problem(config.ignore_missing), Some(Problem::Dirty(_)));
+    if let Some(problem) = plan.problem(config.ignore_missing).filter(|_| !dirty_now) {
+        return Err(problem_error(problem, &local.dir, is_mysql(&target.kind)));
+    }
+    let pending = pending_for(&plan, action);
+    if pending.is_empty() && !dirty_now {
+        info!(
+            applied = applied.len(),
+            elapsed_ms = millis(started.elapsed()),
+            "schema is current"
+        );
+        return Ok(true);
+    }
+    if dry_run {
+        for v in &pending {
+            let m = local
+                .local
+                .iter()
+                .find(|l| l.version == *v)
+                .expect("pending comes from local");
+            println!("would apply {} {}", m.version, m.file);
+        }
+        info!(pending = pending.len(), "dry run: nothing was changed");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 fn pending_for(plan: &Plan, action: Action) -> Vec<i64> {
     let pending = plan.pending();
     match action {
@@ -285,7 +311,7 @@ fn pending_for(plan: &Plan, action: Action) -> Vec<i64> {
     }
 }
 
-/// 3. Under the lock: read again, then apply (or stamp) what is still pending. Returns how many.
+/// Step 3, under the lock: read again, then apply (or stamp) what is still pending. Returns how many.
 async fn apply_locked(
     target: &Target,
     config: &MigrateConfig,
@@ -294,6 +320,17 @@ async fn apply_locked(
     conn: &mut DbConn,
 ) -> Result<usize, Error> {
     let mysql = matches!(conn, DbConn::MySql(_));
+    if action == Action::Reset {
+        if let Some(b) = &config.backup {
+            backup::take(b, conn).await?;
+        }
+        store::drop_all(conn)
+            .await
+            .map_err(|e| db_error(target, &e))?;
+        warn!(
+            "reset: every object in the database was dropped; applying every migration from zero"
+        );
+    }
     let applied = store::read_applied(conn)
         .await
         .map_err(|e| db_error(target, &e))?;
@@ -301,10 +338,19 @@ async fn apply_locked(
     if let Some(problem) = plan.problem(config.ignore_missing) {
         return Err(problem_error(problem, &local.dir, mysql));
     }
+    if let Action::Revert { to, steps } = action {
+        return revert_locked(target, config, local, conn, &plan, to, steps).await;
+    }
     let pending = pending_for(&plan, action);
     if pending.is_empty() {
         info!("another process applied the migrations while we waited for the lock");
         return Ok(0);
+    }
+    if let (Some(b), false) = (
+        &config.backup,
+        matches!(action, Action::Stamp(_) | Action::Reset),
+    ) {
+        backup::take(b, conn).await?;
     }
     store::ensure_table(conn)
         .await
@@ -559,9 +605,17 @@ async fn sleep_within(
     Ok(())
 }
 
-async fn run_command(argv: &[String], what: &str) -> Result<std::process::ExitStatus, Error> {
+/// Runs a command with our stdout, stderr and environment (plus `env`), no shell.
+async fn run_command(
+    argv: &[String],
+    what: &str,
+    env: &[(&str, &str)],
+) -> Result<std::process::ExitStatus, Error> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     // SAFETY: restore_for_exec only calls sigaction and pthread_sigmask, which are
     // async-signal-safe, and reads atomics.
     unsafe {
@@ -600,7 +654,9 @@ async fn apply_command(
 ) -> Result<(), Error> {
     let started = Instant::now();
     if let Some(check) = check
-        && run_command(check, "schema check command").await?.success()
+        && run_command(check, "schema check command", &[])
+            .await?
+            .success()
     {
         info!(
             elapsed_ms = millis(started.elapsed()),
@@ -609,7 +665,7 @@ async fn apply_command(
         return Ok(());
     }
     let guard = lock::acquire(target, first, config.lock_timeout, policy.stagger).await?;
-    let status = run_command(argv, "migration command").await;
+    let status = run_command(argv, "migration command", &[]).await;
     guard.release().await;
     let status = status?;
     if !status.success() {
@@ -638,7 +694,7 @@ async fn wait_command(
     let mut rng: StdRng = rand::make_rng();
     let mut failures = 0u32;
     loop {
-        let status = run_command(check, "schema check command").await?;
+        let status = run_command(check, "schema check command", &[]).await?;
         if status.success() {
             info!(waited_ms = millis(start.elapsed()), "schema is current");
             return Ok(());
@@ -722,4 +778,57 @@ fn status_json(plan: &Plan, current: bool) -> String {
         })
         .collect();
     serde_json::json!({ "current": current, "migrations": rows }).to_string()
+}
+
+/// Runs the down migrations of the chosen applied versions, newest first. Every one must have a
+/// `.down.sql`; that is checked before anything runs.
+async fn revert_locked(
+    target: &Target,
+    config: &MigrateConfig,
+    local: &Migrations,
+    conn: &mut DbConn,
+    plan: &Plan,
+    to: Option<i64>,
+    steps: u32,
+) -> Result<usize, Error> {
+    let mysql = matches!(conn, DbConn::MySql(_));
+    let mut applied: Vec<i64> = plan.with_state(State::Applied).map(|r| r.version).collect();
+    applied.reverse();
+    let chosen: Vec<i64> = match to {
+        Some(to) => applied.into_iter().filter(|v| *v > to).collect(),
+        None => applied.into_iter().take(steps as usize).collect(),
+    };
+    if chosen.is_empty() {
+        info!("nothing to revert");
+        return Ok(0);
+    }
+    let mut downs = Vec::with_capacity(chosen.len());
+    for v in &chosen {
+        let down = local
+            .migrator
+            .iter()
+            .find(|m| m.version == *v && m.migration_type == MigrationType::ReversibleDown)
+            .ok_or_else(|| Error::Migrate {
+                message: format!(
+                    "migration {} has no .down.sql, so it cannot be reverted; nothing was reverted",
+                    file_of(local, *v)
+                ),
+                exit: Exit::MigrationFailed,
+            })?;
+        downs.push(down);
+    }
+    if let Some(b) = &config.backup {
+        backup::take(b, conn).await?;
+    }
+    let mut done = 0;
+    for down in downs {
+        match store::revert(conn, down).await {
+            Ok(took) => {
+                info!(version = down.version, description = %down.description, duration_ms = millis(took), "reverted");
+                done += 1;
+            }
+            Err(e) => return Err(migrate_error(target, local, e, mysql, done)),
+        }
+    }
+    Ok(done)
 }

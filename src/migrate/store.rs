@@ -209,6 +209,76 @@ pub async fn apply(conn: &mut DbConn, migration: &Migration) -> Result<Duration,
     }
 }
 
+/// Runs a down migration and deletes its row, with sqlx's own implementation.
+pub async fn revert(conn: &mut DbConn, migration: &Migration) -> Result<Duration, MigrateError> {
+    match conn {
+        DbConn::Pg(c) => c.revert(TABLE, migration).await,
+        DbConn::MySql(c) => c.revert(TABLE, migration).await,
+        DbConn::Sqlite(c) => c.revert(TABLE, migration).await,
+    }
+}
+
+/// Drops every object: PostgreSQL's current schema (recreated empty, with its owner), every
+/// table and view of the MySQL database, everything in the SQLite file.
+pub async fn drop_all(conn: &mut DbConn) -> Result<(), sqlx::Error> {
+    match conn {
+        DbConn::Pg(c) => {
+            let (schema, owner): (String, String) = sqlx::query_as(
+                "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text FROM pg_namespace n \
+                 WHERE n.nspname = current_schema()",
+            )
+            .fetch_one(&mut *c)
+            .await?;
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let mut sql = format!(
+                "DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0} AUTHORIZATION {1};",
+                quote(&schema),
+                quote(&owner)
+            );
+            if schema == "public" {
+                // What initdb grants on public, so the app's role can still use it.
+                sql.push_str(" GRANT USAGE ON SCHEMA public TO PUBLIC;");
+            }
+            c.execute(sqlx::AssertSqlSafe(sql)).await?;
+        }
+        DbConn::MySql(c) => {
+            let objects: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(table_name AS CHAR), CAST(table_type AS CHAR) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE()",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            c.execute("SET FOREIGN_KEY_CHECKS = 0").await?;
+            for (name, kind) in objects {
+                let what = if kind == "VIEW" { "VIEW" } else { "TABLE" };
+                let sql = format!("DROP {what} IF EXISTS `{}`", name.replace('`', "``"));
+                c.execute(sqlx::AssertSqlSafe(sql)).await?;
+            }
+            c.execute("SET FOREIGN_KEY_CHECKS = 1").await?;
+        }
+        DbConn::Sqlite(c) => {
+            let objects: Vec<(String, String)> = sqlx::query_as(
+                "SELECT type, name FROM sqlite_master \
+                 WHERE name NOT LIKE 'sqlite_%' AND type IN ('table', 'view', 'trigger')",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            c.execute("PRAGMA foreign_keys = OFF").await?;
+            for (kind, name) in objects {
+                let sql = format!(
+                    "DROP {} IF EXISTS \"{}\"",
+                    kind.to_uppercase(),
+                    name.replace('"', "\"\"")
+                );
+                c.execute(sqlx::AssertSqlSafe(sql)).await?;
+            }
+            c.execute("PRAGMA foreign_keys = ON").await?;
+            c.execute("VACUUM").await?;
+        }
+    }
+    Ok(())
+}
+
 fn insert_sql(conn: &DbConn) -> &'static str {
     match conn {
         DbConn::Pg(_) => {

@@ -1,0 +1,195 @@
+//! Backups taken under the lock before anything changes: a consistent SQLite copy made with
+//! `VACUUM INTO`, or the operator's own command (`pg_dump`, `mysqldump`). A failed backup stops
+//! the phase before any migration runs.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tracing::info;
+
+use crate::db::DbConn;
+use crate::error::Error;
+use crate::exit::Exit;
+
+#[derive(Debug, Clone)]
+pub enum Backup {
+    /// `VACUUM INTO <dir>/<stem>-<stamp>.db`, keeping the newest `keep` such files.
+    Sqlite {
+        dir: PathBuf,
+        stem: String,
+        keep: usize,
+    },
+    /// A command, split into argv; `$VAR` is expanded when it runs.
+    Command(Vec<String>),
+}
+
+/// A UTC timestamp that sorts as it reads: `20261122T194000123Z`.
+pub fn stamp(now: SystemTime) -> String {
+    humantime::format_rfc3339_millis(now)
+        .to_string()
+        .replace(['-', ':', '.'], "")
+}
+
+pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
+    let stamp = stamp(SystemTime::now());
+    match backup {
+        Backup::Sqlite { dir, stem, keep } => {
+            let DbConn::Sqlite(c) = conn else {
+                return Err(failed("--backup copies SQLite databases only".into()));
+            };
+            std::fs::create_dir_all(dir)
+                .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+            let file = dir.join(format!("{stem}-{stamp}.db"));
+            sqlx::query("VACUUM INTO ?")
+                .bind(file.to_string_lossy().into_owned())
+                .execute(&mut *c)
+                .await
+                .map_err(|e| failed(format!("VACUUM INTO {}: {e}", file.display())))?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            info!(file = %file.display(), bytes = size, "backup written");
+            for old in prune(dir, stem, *keep) {
+                match std::fs::remove_file(&old) {
+                    Ok(()) => info!(file = %old.display(), "old backup removed"),
+                    Err(e) => {
+                        tracing::warn!(file = %old.display(), error = %e, "cannot remove an old backup")
+                    }
+                }
+            }
+            Ok(())
+        }
+        Backup::Command(argv) => {
+            let lookup = |k: &str| match k {
+                "PREFLIGHT_BACKUP_STAMP" => Some(stamp.clone()),
+                _ => std::env::var(k).ok(),
+            };
+            let argv: Vec<String> = argv.iter().map(|a| expand(a, lookup)).collect();
+            let env = [("PREFLIGHT_BACKUP_STAMP", stamp.as_str())];
+            let status = super::run_command(&argv, "backup command", &env).await?;
+            if !status.success() {
+                return Err(failed(format!(
+                    "the backup command '{}' failed ({status})",
+                    argv[0]
+                )));
+            }
+            info!(command = %argv[0], "backup command done");
+            Ok(())
+        }
+    }
+}
+
+fn failed(why: String) -> Error {
+    Error::Migrate {
+        message: format!(
+            "backup failed, so no migration ran: {why}; fix the backup or drop --backup"
+        ),
+        exit: Exit::BackupFailed,
+    }
+}
+
+/// The backups of `stem` in `dir` beyond the newest `keep`, oldest first.
+fn prune(dir: &Path, stem: &str, keep: usize) -> Vec<PathBuf> {
+    let prefix = format!("{stem}-");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    name.strip_prefix(&prefix)
+                        .and_then(|rest| rest.strip_suffix(".db"))
+                        .is_some_and(|s| {
+                            s.len() == 19 && s.ends_with('Z') && s.as_bytes()[8] == b'T'
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    let excess = found.len().saturating_sub(keep);
+    found.truncate(excess);
+    found
+}
+
+/// Expands `$NAME` and `${NAME}` using `lookup`; unknown names expand to nothing, `$$` to `$`.
+pub fn expand(arg: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut chars = arg.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('$') => {
+                chars.next();
+                out.push('$');
+            }
+            Some('{') => {
+                chars.next();
+                let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                out.push_str(&lookup(&name).unwrap_or_default());
+            }
+            Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
+                let mut name = String::new();
+                while let Some(c) = chars
+                    .peek()
+                    .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+                {
+                    name.push(*c);
+                    chars.next();
+                }
+                out.push_str(&lookup(&name).unwrap_or_default());
+            }
+            _ => out.push('$'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_handles_both_forms_and_escapes() {
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://x".to_owned()),
+            "S" => Some("1".to_owned()),
+            _ => None,
+        };
+        assert_eq!(expand("$DATABASE_URL", env), "postgres://x");
+        assert_eq!(expand("/b/app-${S}.dump", env), "/b/app-1.dump");
+        assert_eq!(
+            expand("cost $$5 and $ alone, $NOPE.", env),
+            "cost $5 and $ alone, ."
+        );
+    }
+
+    #[test]
+    fn stamps_sort_as_time() {
+        let a = stamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_000));
+        let b = stamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_001));
+        assert_eq!(a, "19700101T000001000Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        for s in [
+            "20260101T000000000Z",
+            "20260102T000000000Z",
+            "20260103T000000000Z",
+        ] {
+            std::fs::write(dir.path().join(format!("app-{s}.db")), "").unwrap();
+        }
+        std::fs::write(dir.path().join("app.db"), "").unwrap();
+        std::fs::write(dir.path().join("other-20260101T000000000Z.db"), "").unwrap();
+        let old = prune(dir.path(), "app", 2);
+        assert_eq!(old, [dir.path().join("app-20260101T000000000Z.db")]);
+    }
+}
