@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a fresh machine's Rust, PostgreSQL 15 binaries and
-# iproute2: a MariaDB server (Debian's package). Idempotent; quiet when everything is there.
+# iproute2: a MariaDB server (Debian's package) and Alembic (PyPI, in target/test-venv).
+# Idempotent; quiet when everything is there.
 set -euo pipefail
 
 need=()
@@ -21,6 +22,14 @@ if ((${#need[@]})); then
   # policy-rc.d keeps the package from starting a system-wide server we do not use.
   [[ -e /usr/sbin/policy-rc.d ]] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Alembic (from PyPI) for the command-mode migration tests, in a venv of the project's own.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
+if [[ ! -x "$venv/bin/alembic" ]]; then
+  echo "install-test-deps: installing alembic and psycopg2-binary into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check alembic psycopg2-binary
 fi
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -993,3 +993,93 @@ fn a_failing_backup_command_stops_before_any_migration() {
         "{stamp:?}"
     );
 }
+
+fn alembic() -> (String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = format!("{root}/target/test-venv/bin/alembic");
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "{bin} is missing: run scripts/install-test-deps.sh"
+    );
+    (bin, format!("{root}/tests/fixtures/alembic/alembic.ini"))
+}
+
+#[test]
+fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let (alembic, ini) = alembic();
+    let upgrade = format!("{alembic} -c {ini} upgrade head");
+    let check = format!("{alembic} -c {ini} current --check-heads");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+    ];
+    // A reader first: it waits, taking no lock, until the check command passes.
+    let mut reader = Preflight::spawn_with(
+        None,
+        &[
+            "run",
+            "--migrate-command",
+            &upgrade,
+            "--schema",
+            "wait",
+            "--schema-check-command",
+            &check,
+            "--",
+            "true",
+        ],
+        &env,
+    );
+    let writers: Vec<Preflight> = (0..5)
+        .map(|_| Preflight::spawn_with(None, &["migrate", "--migrate-command", &upgrade], &env))
+        .collect();
+    for w in writers {
+        let done = w.finish(LONG);
+        done.expect_code(0).expect_no_password();
+        assert!(
+            !done.stderr.contains("already exists") && !done.stderr.contains("Traceback"),
+            "{done}"
+        );
+    }
+    let done = reader.finish(LONG);
+    done.expect_code(0);
+    assert!(
+        !done.stderr.contains("lock"),
+        "a reader takes no lock: {done}"
+    );
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM alembic_version WHERE version_num = '0002'"
+        ),
+        1
+    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM alembic_version"), 1);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM notes"), 1);
+}
+
+#[test]
+fn a_failing_migration_command_is_exit_17_and_keeps_the_app_from_starting() {
+    let mut pg = Pg::new("127.0.0.1", None);
+    pg.start();
+    let url = pg.url("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("app-started");
+    let done = Preflight::spawn_with(
+        None,
+        &[
+            "run",
+            "--migrate-command",
+            "sh -c 'echo boom >&2; exit 3'",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &url)],
+    )
+    .finish(LONG);
+    done.expect_code(17);
+    assert!(done.stderr.contains("boom") && !marker.exists(), "{done}");
+}

@@ -673,7 +673,8 @@ async fn apply_command(
             message: format!(
                 "the migration command '{}' failed ({status}); its own output above says why; the database \
                  is in whatever state the command left it",
-                argv.join(" ")
+                // Only the program: its arguments may carry secrets.
+                argv[0]
             ),
             exit: Exit::CommandFailed,
         });
