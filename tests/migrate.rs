@@ -1017,7 +1017,7 @@ fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
         ("PYTHONDONTWRITEBYTECODE", "1"),
     ];
     // A reader first: it waits, taking no lock, until the check command passes.
-    let mut reader = Preflight::spawn_with(
+    let reader = Preflight::spawn_with(
         None,
         &[
             "run",
