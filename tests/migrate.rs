@@ -561,37 +561,39 @@ fn a_lock_held_too_long_times_out_naming_the_holder() {
 
 #[test]
 fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
-    let m = Migrations::new(&[(
-        "1_slow.sql",
-        "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n",
-    )]);
-    let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
-    let mut holder = Preflight::spawn(None, &args);
-    holder.wait_for_line(&["migration lock acquired"], LONG);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(holder.pid()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    drop(holder);
-    // The server notices the dead client within a second (client_connection_check_interval),
-    // rolls back and frees the lock, long before the 30 s statement would have ended. Nothing
-    // was recorded, so the (now quick) migration is simply pending and the next run applies it.
-    m.add("1_slow.sql", "CREATE TABLE half (id INTEGER);\n");
-    let done = preflight(None, &args, LONG);
-    done.expect_code(0);
-    assert!(
-        done.elapsed < Duration::from_secs(10),
-        "the lock was not freed promptly: {done}"
-    );
-    assert!(done.stderr.contains("applied=1"), "{done}");
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
-        1
-    );
+    use nix::sys::signal::Signal;
+    for (signal, code) in [(Signal::SIGKILL, None), (Signal::SIGTERM, Some(143))] {
+        let mut pg = Pg::new("127.0.0.1", None);
+        pg.start();
+        let url = pg.url("127.0.0.1");
+        let m = Migrations::new(&[(
+            "1_slow.sql",
+            "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n",
+        )]);
+        let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
+        let mut holder = Preflight::spawn(None, &args);
+        holder.wait_for_line(&["migration lock acquired"], LONG);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder.pid()), signal).unwrap();
+        let stopped = holder.finish(LONG);
+        assert_eq!(stopped.code(), code, "{stopped}");
+        assert!(stopped.elapsed < Duration::from_secs(5), "{stopped}");
+        // The server notices the closed connection within a second
+        // (client_connection_check_interval), rolls back and frees the lock, long before the
+        // 30 s statement would have ended. Nothing was recorded, so the (now quick) migration
+        // is simply pending and the next run applies it.
+        m.add("1_slow.sql", "CREATE TABLE half (id INTEGER);\n");
+        let done = preflight(None, &args, LONG);
+        done.expect_code(0);
+        assert!(
+            done.elapsed < Duration::from_secs(10),
+            "{signal}: the lock was not freed promptly: {done}"
+        );
+        assert!(done.stderr.contains("applied=1"), "{done}");
+        assert_eq!(
+            sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
+            1
+        );
+    }
 }
 
 #[test]
