@@ -17,21 +17,17 @@ Usage: scripts/bench-wait.py [--runs N] [--outage SECONDS]
 
 import argparse
 import datetime as dt
-import glob
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "preflight")
-PASSWORD = "bench-pw"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BIN, PASSWORD, Postgres, build_release, free_port, pct  # noqa: E402
 
 DIVEMAP_LOOP = r"""
 host=$1; port=$2
@@ -43,80 +39,9 @@ exit 1
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bin(name):
-    return sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1] + "/" + name
-
-
-def as_postgres(args):
-    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"] + args
-
-
-class Postgres:
-    def __init__(self):
-        self.root = tempfile.mkdtemp(prefix="pf-bench-pg-")
-        os.chmod(self.root, 0o755)
-        self.data = os.path.join(self.root, "data")
-        pw = os.path.join(self.root, "pw")
-        with open(pw, "w") as f:
-            f.write(PASSWORD)
-        shutil.chown(self.root, "postgres", "postgres")
-        shutil.chown(pw, "postgres", "postgres")
-        subprocess.run(as_postgres([pg_bin("initdb"), "-D", self.data, "-U", "bench", "-A", "scram-sha-256",
-                                    "--no-sync", "--no-instructions", f"--pwfile={pw}"]),
-                       check=True, stdout=subprocess.DEVNULL)
-        self.port = free_port()
-        self.proc = None
-        self.log = os.path.join(self.root, "server.log")
-
-    def url(self, password=PASSWORD):
-        return f"postgres://bench:{password}@127.0.0.1:{self.port}/postgres"
-
-    def start(self):
-        open(self.log, "w").close()
-        shutil.chown(self.log, "postgres", "postgres")
-        self.proc = subprocess.Popen(
-            as_postgres([pg_bin("postgres"), "-D", self.data, "-p", str(self.port),
-                         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data}",
-                         "-c", "log_line_prefix=%m ", "-c", "log_timezone=UTC", "-c", "fsync=off"]),
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
-
-    def ready_time(self, limit=30):
-        end = time.time() + limit
-        while time.time() < end:
-            with open(self.log) as f:
-                for line in f:
-                    if "ready to accept connections" in line:
-                        stamp = line.split(" UTC ")[0]
-                        return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").replace(
-                            tzinfo=dt.timezone.utc).timestamp()
-            time.sleep(0.01)
-        raise RuntimeError("postgres did not become ready:\n" + open(self.log).read())
-
-    def stop(self):
-        if self.proc:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown: the next start needs no recovery
-            self.proc.wait(30)
-            self.proc = None
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def log_time(line):
     stamp = line.split()[0].rstrip("Z")
     return dt.datetime.fromisoformat(stamp[:26]).replace(tzinfo=dt.timezone.utc).timestamp()
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def detection(pg, runs, waiter):
@@ -146,7 +71,7 @@ def main():
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--outage", type=int, default=60)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    build_release()
 
     pg = Postgres()
     try:

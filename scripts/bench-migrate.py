@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Benchmarks of the migration phase on PostgreSQL, with Alembic measured in the same run.
+
+Figures:
+  1. time to apply 200 small migrations, one transaction each and --single-transaction;
+  2. the no-op time, when the database is already current (median of 10 runs);
+  3. wall time for 20 concurrent migrators against one, on a fresh database.
+
+Alembic (target/test-venv, installed by scripts/install-test-deps.sh) applies the same 200
+statements as 200 revisions. Each timing is a whole process run, start to exit, on a fresh
+database of a server started here (fsync off). Run as root.
+
+Usage: scripts/bench-migrate.py [--count 200]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BIN, ROOT, Postgres, build_release  # noqa: E402
+
+ALEMBIC = os.path.join(ROOT, "target", "test-venv", "bin", "alembic")
+
+
+def statement(i):
+    return f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t{i} VALUES (1, 'x');"
+
+
+def sql_dir(count):
+    d = tempfile.mkdtemp(prefix="pf-bench-sql-")
+    for i in range(1, count + 1):
+        with open(os.path.join(d, f"{i:05d}_t{i}.sql"), "w") as f:
+            f.write(statement(i) + "\n")
+    return d
+
+
+def alembic_dir(count):
+    d = tempfile.mkdtemp(prefix="pf-bench-alembic-")
+    os.mkdir(os.path.join(d, "versions"))
+    with open(os.path.join(d, "alembic.ini"), "w") as f:
+        f.write("[alembic]\nscript_location = %(here)s\n")
+    with open(os.path.join(d, "env.py"), "w") as f:
+        f.write(
+            "import os\nfrom alembic import context\nfrom sqlalchemy import create_engine\n"
+            "url = os.environ['DATABASE_URL'].replace('postgres://', 'postgresql+psycopg2://', 1)\n"
+            "with create_engine(url).connect() as c:\n"
+            "    context.configure(connection=c)\n"
+            "    with context.begin_transaction():\n"
+            "        context.run_migrations()\n")
+    for i in range(1, count + 1):
+        down = f'"{i - 1:05d}"' if i > 1 else "None"
+        with open(os.path.join(d, "versions", f"{i:05d}_t{i}.py"), "w") as f:
+            f.write(f'from alembic import op\nrevision = "{i:05d}"\ndown_revision = {down}\n'
+                    f'def upgrade():\n    op.execute("{statement(i)}")\n')
+    return d
+
+
+def timed(args, env=None):
+    t = time.perf_counter()
+    out = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    took = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited {out.returncode}:\n{out.stderr[-2000:]}")
+    return took
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=200)
+    args = ap.parse_args()
+    if not os.path.exists(ALEMBIC):
+        sys.exit("bench-migrate: run scripts/install-test-deps.sh first (it installs Alembic)")
+    build_release()
+    n = args.count
+    migrations = sql_dir(n)
+    alembic = alembic_dir(n)
+    pg = Postgres()
+    pg.start()
+    pg.ready_time()
+    try:
+        def preflight(url, *extra):
+            return timed([BIN, "migrate", "--database-url", url, "--migrations", migrations, *extra])
+
+        def alembic_upgrade(url):
+            env = dict(os.environ, DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1")
+            return timed([ALEMBIC, "-c", os.path.join(alembic, "alembic.ini"), "upgrade", "head"], env)
+
+        print(f"== 1. apply {n} small migrations to a fresh database")
+        per = preflight(pg.create_db("per_migration"))
+        single = preflight(pg.create_db("single_tx"), "--single-transaction")
+        alem = alembic_upgrade(pg.create_db("alembic"))
+        print(f"  preflight, one transaction each: {per:6.3f} s ({per / n * 1000:.2f} ms per migration)")
+        print(f"  preflight, --single-transaction: {single:6.3f} s ({per / single:.1f}x faster than one each)")
+        print(f"  alembic upgrade head:            {alem:6.3f} s ({alem / per:.1f}x preflight's time)")
+
+        print("== 2. no-op run, database current (median of 10)")
+        url = pg.url(db="per_migration")
+        noop = statistics.median(preflight(url) for _ in range(10))
+        alem_noop = statistics.median(alembic_upgrade(pg.url(db="alembic")) for _ in range(10))
+        print(f"  preflight: {noop * 1000:6.1f} ms   alembic: {alem_noop * 1000:6.1f} ms "
+              f"({alem_noop / noop:.0f}x preflight's time)")
+
+        print("== 3. 20 concurrent migrators against one, fresh databases")
+        one = preflight(pg.create_db("one"))
+        crowd_url = pg.create_db("crowd")
+        t = time.perf_counter()
+        procs = [subprocess.Popen([BIN, "migrate", "--database-url", crowd_url, "--migrations", migrations],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(20)]
+        codes = [p.wait() for p in procs]
+        crowd = time.perf_counter() - t
+        assert codes == [0] * 20, codes
+        print(f"  one: {one:6.3f} s   twenty: {crowd:6.3f} s ({crowd / one:.2f}x), all exited 0")
+    finally:
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("bench-migrate: run as root (PostgreSQL runs as the postgres user)")
+    main()
