@@ -1028,3 +1028,33 @@ fn a_failing_migration_command_is_exit_17_and_keeps_the_app_from_starting() {
     done.expect_code(17);
     assert!(done.stderr.contains("boom") && !marker.exists(), "{done}");
 }
+
+#[test]
+fn schema_skip_neither_migrates_nor_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    let done = preflight(
+        None,
+        &[
+            "run",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--schema",
+            "skip",
+            "--",
+            "echo",
+            "app ran",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    assert_eq!(done.stdout.trim(), "app ran");
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"),
+        0,
+        "nothing was migrated"
+    );
+}
