@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{debug, error, info};
 
-use crate::config::{Command, Config, MigratePhase, WaitConfig};
+use crate::config::{Command, Config, InitPlan, MigratePhase, WaitConfig};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::migrate::{self, Action};
@@ -33,13 +33,22 @@ pub fn run(config: Config, started: Instant) -> Exit {
         Command::Run {
             wait,
             migrate,
+            init,
             argv,
-        } => phases(
-            wait,
-            migrate.map(|m| (m, Action::Apply { dry_run: false })),
-            &mut timings,
-        )
-        .and_then(|()| start(&argv, &timings, started)),
+        } => {
+            let migrate = migrate.map(|m| (m, Action::Apply { dry_run: false }));
+            match phases(wait, migrate, &mut timings)
+                .and_then(|()| start(&argv, &init, &timings, started))
+            {
+                Ok(Some(exit)) => return exit,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Supervise { init, argv } => match supervise::init::supervise(&argv, &init) {
+            Ok(exit) => return exit,
+            Err(e) => Err(e),
+        },
         Command::Migrate {
             wait,
             migrate,
@@ -151,17 +160,32 @@ fn phases(
     result
 }
 
-fn start(argv: &[OsString], timings: &Timings, started: Instant) -> Result<(), Error> {
+/// Starts the app: exec it, or supervise it. Returns the exit for supervision in-process;
+/// exec and re-exec only return on failure.
+fn start(
+    argv: &[OsString],
+    init: &InitPlan,
+    timings: &Timings,
+    started: Instant,
+) -> Result<Option<Exit>, Error> {
     info!(
         wait_ms = timings.wait.map(millis),
         migrate_ms = timings.migrate.map(millis),
         total_ms = millis(started.elapsed()),
         pid = std::process::id(),
         command = %argv[0].to_string_lossy(),
+        mode = if init.supervise { "supervise" } else { "exec" },
         "starting"
     );
     debug!(argv = ?argv, "full command line");
-    Err(supervise::exec(argv))
+    if !init.supervise {
+        return Err(supervise::exec(argv, init.config.user.as_ref()));
+    }
+    if timings.wait.is_none() && timings.migrate.is_none() {
+        // Nothing ran: no runtime, no connection. Supervise right here, like tini.
+        return supervise::init::supervise(argv, &init.config).map(Some);
+    }
+    Err(supervise::reexec_supervisor(&init.flags, argv))
 }
 
 /// The signals that end preflight during its own phases. Installed before any work starts, so a

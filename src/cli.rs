@@ -64,10 +64,78 @@ pub enum Command {
     ///
     /// Example: preflight migrate --migrations ./migrations
     Migrate(Box<MigrateCommand>),
+    /// Supervise-only mode that `run` re-executes itself into, once waiting and migrating are
+    /// done. Not for direct use.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(Box<SuperviseArgs>),
     /// Show every migration as applied, pending, changed or missing.
     ///
     /// Example: preflight status --check --timeout 5s
     Status(Box<StatusArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitMode {
+    /// Supervise when preflight is PID 1, exec otherwise.
+    Auto,
+    /// Always supervise; when not PID 1, become a child subreaper so orphans still come back.
+    Always,
+    /// Always exec: the app replaces preflight.
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// auto: supervise the app when preflight is PID 1, exec it otherwise. always: supervise.
+    /// never: exec.
+    #[arg(long, env = "PREFLIGHT_INIT", value_enum, default_value_t = InitMode::Auto)]
+    pub init: InitMode,
+
+    /// After a stop signal (SIGTERM, SIGINT) is forwarded, SIGKILL the app's group if it has not
+    /// exited within this long. Off by default: orchestrators escalate anyway. Example: 25s
+    #[arg(long, env = "PREFLIGHT_STOP_TIMEOUT", value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+
+    /// Hold the first SIGTERM/SIGINT this long before forwarding it, so the load balancer stops
+    /// routing to this instance first (replaces a `preStop: sleep` hook). Example: 5s
+    #[arg(long, env = "PREFLIGHT_STOP_DELAY", value_name = "DURATION")]
+    pub stop_delay: Option<String>,
+
+    /// When the app exits, the rest of its process group gets SIGTERM, then SIGKILL after this.
+    #[arg(
+        long,
+        env = "PREFLIGHT_LEFTOVER_GRACE",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub leftover_grace: String,
+
+    /// Forward signal FROM as TO, e.g. SIGTERM:SIGQUIT for nginx's graceful stop. Repeatable.
+    #[arg(
+        long,
+        env = "PREFLIGHT_REWRITE_SIGNAL",
+        value_name = "FROM:TO",
+        value_delimiter = ','
+    )]
+    pub rewrite_signal: Vec<String>,
+
+    /// Send forwarded signals to the app alone, not to its whole process group.
+    #[arg(long, env = "PREFLIGHT_SIGNAL_CHILD_ONLY")]
+    pub signal_child_only: bool,
+
+    /// Run the app as USER[:GROUP] (names or numeric ids); needs root. A name also gets its
+    /// supplementary groups; numeric ids get none. Example: 65534:65534
+    #[arg(long, env = "PREFLIGHT_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +329,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub migrate: MigrateArgs,
+
+    #[command(flatten)]
+    pub init: InitArgs,
 
     /// The application to start, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]

@@ -10,6 +10,8 @@ use crate::cli::{self, Cli, LogFormat};
 use crate::error::Error;
 use crate::migrate::backup::Backup;
 use crate::migrate::{Action, MigrateConfig, SchemaMode, Source};
+use crate::supervise::init::InitConfig;
+use crate::supervise::user::User;
 use crate::target::{self, Target, TargetKind};
 use crate::wait::{Backoff, WaitPolicy};
 
@@ -24,6 +26,11 @@ pub enum Command {
     Run {
         wait: WaitConfig,
         migrate: Option<MigratePhase>,
+        init: InitPlan,
+        argv: Vec<OsString>,
+    },
+    Supervise {
+        init: InitConfig,
         argv: Vec<OsString>,
     },
     Migrate {
@@ -47,6 +54,15 @@ pub struct WaitConfig {
     pub policy: WaitPolicy,
     /// The `--database-url` target, which migrations run against.
     pub database: Option<Target>,
+}
+
+/// How `run` starts the app.
+#[derive(Debug)]
+pub struct InitPlan {
+    pub supervise: bool,
+    pub config: InitConfig,
+    /// The same settings as flags, for the supervise-only re-exec.
+    pub flags: Vec<String>,
 }
 
 /// The migration phase, fully resolved: what to run, against which database, in which mode.
@@ -79,10 +95,37 @@ impl Config {
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
+                let (config, flags) = init_config(&run.init)?;
+                let supervise = match run.init.init {
+                    cli::InitMode::Always => true,
+                    cli::InitMode::Never => false,
+                    cli::InitMode::Auto => std::process::id() == 1,
+                };
+                let subreaper = run.init.init == cli::InitMode::Always;
+                let init = InitPlan {
+                    supervise,
+                    config: InitConfig {
+                        subreaper,
+                        ..config
+                    },
+                    flags,
+                };
                 Command::Run {
                     wait,
                     migrate,
+                    init,
                     argv: run.command,
+                }
+            }
+            cli::Command::Supervise(sup) => {
+                let (config, _) = init_config(&sup.init)?;
+                let subreaper = sup.init.init == cli::InitMode::Always;
+                Command::Supervise {
+                    init: InitConfig {
+                        subreaper,
+                        ..config
+                    },
+                    argv: sup.command,
                 }
             }
             cli::Command::Migrate(m) => {
@@ -321,6 +364,89 @@ impl MigratePhase {
     }
 }
 
+/// Validates the init flags, and renders them back as flags for the supervise-only re-exec.
+fn init_config(args: &cli::InitArgs) -> Result<(InitConfig, Vec<String>), Error> {
+    let mut flags = vec![
+        "--init".to_owned(),
+        if args.init == cli::InitMode::Always {
+            "always"
+        } else {
+            "auto"
+        }
+        .to_owned(),
+    ];
+    let stop_timeout = args
+        .stop_timeout
+        .as_deref()
+        .map(|d| duration("--stop-timeout", d))
+        .transpose()?;
+    let stop_delay = args
+        .stop_delay
+        .as_deref()
+        .map(|d| duration("--stop-delay", d))
+        .transpose()?;
+    let leftover_grace = duration("--leftover-grace", &args.leftover_grace)?;
+    for (flag, d) in [
+        ("--stop-timeout", stop_timeout),
+        ("--stop-delay", stop_delay),
+        ("--leftover-grace", Some(leftover_grace)),
+    ] {
+        if let Some(d) = d {
+            flags.extend([flag.to_owned(), format!("{}ms", d.as_millis())]);
+        }
+    }
+    let mut rewrites = Vec::new();
+    for spec in args.rewrite_signal.iter().filter(|s| !s.trim().is_empty()) {
+        let bad = || {
+            Error::Config(format!(
+                "--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT"
+            ))
+        };
+        let (from, to) = spec.split_once(':').ok_or_else(bad)?;
+        let (from, to) = (
+            parse_signal(from).ok_or_else(bad)?,
+            parse_signal(to).ok_or_else(bad)?,
+        );
+        rewrites.push((from, to));
+        flags.extend(["--rewrite-signal".to_owned(), format!("{from}:{to}")]);
+    }
+    if args.signal_child_only {
+        flags.push("--signal-child-only".to_owned());
+    }
+    let user = args.user.as_deref().map(User::parse).transpose()?;
+    if let Some(spec) = &args.user {
+        flags.extend(["--user".to_owned(), spec.clone()]);
+    }
+    let config = InitConfig {
+        stop_timeout,
+        stop_delay,
+        leftover_grace,
+        rewrites,
+        child_only: args.signal_child_only,
+        user,
+        subreaper: false,
+    };
+    Ok((config, flags))
+}
+
+/// `SIGTERM`, `TERM`, `term` or `15`. SIGKILL and SIGSTOP cannot be caught, so not rewritten.
+fn parse_signal(raw: &str) -> Option<i32> {
+    let raw = raw.trim();
+    let n = match raw.parse::<i32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let upper = raw.to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            name.parse::<nix::sys::signal::Signal>().ok()? as i32
+        }
+    };
+    ((1..=64).contains(&n) && n != nix::libc::SIGKILL && n != nix::libc::SIGSTOP).then_some(n)
+}
+
 /// Splits a command line into argv the way a POSIX shell would quote it, without running one:
 /// scratch images have no shell.
 fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
@@ -369,6 +495,15 @@ mod tests {
         assert_eq!(duration("x", "0").unwrap(), Duration::ZERO);
         let err = duration("--timeout", "soon").unwrap_err().to_string();
         assert!(err.contains("--timeout") && err.contains("5s"), "{err}");
+    }
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("quit"), Some(3));
+        assert_eq!(parse_signal("10"), Some(10));
+        assert_eq!(parse_signal("SIGKILL"), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum Exit {
     NotFound,
     /// Aborted by signal N: the process exits 128+N, as a shell would report it.
     Signal(i32),
+    /// The supervised app exited with this status; preflight passes it through.
+    Child(u8),
 }
 
 impl Exit {
@@ -62,6 +64,7 @@ impl Exit {
             Exit::NotExecutable => 126,
             Exit::NotFound => 127,
             Exit::Signal(n) => (128 + n) as u8,
+            Exit::Child(code) => code,
         }
     }
 }

@@ -562,10 +562,35 @@ impl Preflight {
     }
 
     pub fn spawn_with(netns: Option<&Netns>, args: &[&str], env: &[(&str, &str)]) -> Preflight {
-        let mut cmd = match netns {
+        let cmd = match netns {
             Some(ns) => ns.command(bin()),
             None => Command::new(bin()),
         };
+        Self::spawn_cmd(cmd, args, env)
+    }
+
+    /// Starts preflight as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`).
+    pub fn spawn_pid1(args: &[&str], env: &[(&str, &str)]) -> Preflight {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", bin()]);
+        Self::spawn_cmd(cmd, args, env)
+    }
+
+    /// The pid, in our namespace, of the process `unshare` forked: preflight as PID 1.
+    pub fn inner_pid(&self) -> i32 {
+        let path = format!("/proc/{0}/task/{0}/children", self.child.id());
+        let mut found = 0;
+        wait_until("unshare to fork preflight", Duration::from_secs(10), || {
+            found = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+            found > 0
+        });
+        found
+    }
+
+    fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Preflight {
         cmd.args(args)
             .env_remove("DATABASE_URL")
             .env("PREFLIGHT_LOG", "info");
