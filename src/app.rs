@@ -23,23 +23,15 @@ pub fn run(config: Config, started: Instant) -> Exit {
         Command::Wait(wait) => {
             if wait.targets.is_empty() {
                 Err(Error::Config(
-                    "nothing to wait for: set DATABASE_URL or --database-url, or pass --wait-for"
-                        .into(),
+                    "nothing to wait for: set DATABASE_URL or --database-url, or pass --wait-for".into(),
                 ))
             } else {
                 phases(wait, None, &mut timings)
             }
         }
-        Command::Run {
-            wait,
-            migrate,
-            init,
-            argv,
-        } => {
+        Command::Run { wait, migrate, init, argv } => {
             let migrate = migrate.map(|m| (m, Action::Apply { dry_run: false }));
-            match phases(wait, migrate, &mut timings)
-                .and_then(|()| start(&argv, &init, &timings, started))
-            {
+            match phases(wait, migrate, &mut timings).and_then(|()| start(&argv, &init, &timings, started)) {
                 Ok(Some(exit)) => return exit,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
@@ -49,28 +41,12 @@ pub fn run(config: Config, started: Instant) -> Exit {
             Ok(exit) => return exit,
             Err(e) => Err(e),
         },
-        Command::Migrate {
-            wait,
-            migrate,
-            action,
-        } => phases(wait, Some((migrate, action)), &mut timings),
-        Command::Status {
-            wait,
-            database,
-            dir,
-            ignore_missing,
-            json,
-            check,
-        } => {
+        Command::Migrate { wait, migrate, action } => phases(wait, Some((migrate, action)), &mut timings),
+        Command::Status { wait, database, dir, ignore_missing, json, check } => {
             let policy = wait.policy.clone();
             phases(wait, None, &mut timings).and_then(|()| {
-                let current = runtime()?.block_on(migrate::status(
-                    &database,
-                    &dir,
-                    ignore_missing,
-                    json,
-                    &policy,
-                ))?;
+                let current =
+                    runtime()?.block_on(migrate::status(&database, &dir, ignore_missing, json, &policy))?;
                 if check && !current {
                     return Err(Error::Migrate {
                         message: "the schema is not current (see the list above)".into(),

@@ -43,10 +43,7 @@ impl Class {
     /// Errors that `--retry-login-errors` turns back into "not yet": a user or database that
     /// another process creates after the server is up.
     pub fn is_login(self) -> bool {
-        matches!(
-            self,
-            Class::Permanent(Permanent::Login | Permanent::NoDatabase)
-        )
+        matches!(self, Class::Permanent(Permanent::Login | Permanent::NoDatabase))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -78,10 +75,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(class: Class, message: impl Into<String>) -> Self {
-        Failure {
-            class,
-            message: message.into(),
-        }
+        Failure { class, message: message.into() }
     }
 
     /// What to do about a permanent failure, for the one-line error.
@@ -146,9 +140,9 @@ pub fn classify_sqlite(code: i32) -> Class {
 pub fn classify_io(err: &io::Error) -> Class {
     use io::ErrorKind::*;
     match err.kind() {
-        ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | NotConnected
-        | BrokenPipe | UnexpectedEof | AddrNotAvailable | NotFound | HostUnreachable
-        | NetworkUnreachable | NetworkDown | Interrupted | WouldBlock => Class::Network,
+        ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | NotConnected | BrokenPipe
+        | UnexpectedEof | AddrNotAvailable | NotFound | HostUnreachable | NetworkUnreachable
+        | NetworkDown | Interrupted | WouldBlock => Class::Network,
         _ if is_dns_error(err) => Class::Dns,
         _ => Class::Network,
     }
@@ -172,9 +166,7 @@ pub fn classify_sqlx(err: &sqlx::Error) -> Class {
                 let code = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
                 classify_sqlite(code)
             } else {
-                db.code().map_or(Class::Permanent(Permanent::Other), |c| {
-                    classify_sqlstate(&c)
-                })
+                db.code().map_or(Class::Permanent(Permanent::Other), |c| classify_sqlstate(&c))
             }
         }
         // The server hung up mid-handshake, the pool or worker went away: all transient.
@@ -213,18 +205,9 @@ mod tests {
 
     #[test]
     fn postgres_login_and_database_errors_fail_fast() {
-        assert_eq!(
-            classify_sqlstate("28P01"),
-            Class::Permanent(Permanent::Login)
-        );
-        assert_eq!(
-            classify_sqlstate("28000"),
-            Class::Permanent(Permanent::Login)
-        );
-        assert_eq!(
-            classify_sqlstate("3D000"),
-            Class::Permanent(Permanent::NoDatabase)
-        );
+        assert_eq!(classify_sqlstate("28P01"), Class::Permanent(Permanent::Login));
+        assert_eq!(classify_sqlstate("28000"), Class::Permanent(Permanent::Login));
+        assert_eq!(classify_sqlstate("3D000"), Class::Permanent(Permanent::NoDatabase));
         assert!(classify_sqlstate("42601").is_permanent());
     }
 
@@ -236,10 +219,7 @@ mod tests {
         for n in [1045, 1044, 1130] {
             assert!(classify_mysql(n).is_login(), "{n}");
         }
-        assert_eq!(
-            classify_mysql(1049),
-            Class::Permanent(Permanent::NoDatabase)
-        );
+        assert_eq!(classify_mysql(1049), Class::Permanent(Permanent::NoDatabase));
     }
 
     #[test]
@@ -248,8 +228,7 @@ mod tests {
         for kind in [ConnectionRefused, ConnectionReset, TimedOut, UnexpectedEof] {
             assert_eq!(classify_io(&io::Error::from(kind)), Class::Network);
         }
-        let dns =
-            io::Error::other("failed to lookup address information: Name or service not known");
+        let dns = io::Error::other("failed to lookup address information: Name or service not known");
         assert_eq!(classify_io(&dns), Class::Dns);
     }
 

@@ -32,13 +32,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax: `debug`, or `info,preflight=debug`.
-    #[arg(
-        long,
-        global = true,
-        env = "PREFLIGHT_LOG",
-        default_value = "info",
-        value_name = "FILTER"
-    )]
+    #[arg(long, global = true, env = "PREFLIGHT_LOG", default_value = "info", value_name = "FILTER")]
     pub log_level: String,
 }
 
@@ -111,21 +105,11 @@ pub struct InitArgs {
     pub stop_delay: Option<String>,
 
     /// When the app exits, the rest of its process group gets SIGTERM, then SIGKILL after this.
-    #[arg(
-        long,
-        env = "PREFLIGHT_LEFTOVER_GRACE",
-        default_value = "2s",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_LEFTOVER_GRACE", default_value = "2s", value_name = "DURATION")]
     pub leftover_grace: String,
 
     /// Forward signal FROM as TO, e.g. SIGTERM:SIGQUIT for nginx's graceful stop. Repeatable.
-    #[arg(
-        long,
-        env = "PREFLIGHT_REWRITE_SIGNAL",
-        value_name = "FROM:TO",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "PREFLIGHT_REWRITE_SIGNAL", value_name = "FROM:TO", value_delimiter = ',')]
     pub rewrite_signal: Vec<String>,
 
     /// Send forwarded signals to the app alone, not to its whole process group.
@@ -206,11 +190,7 @@ pub struct ResetArgs {
 #[derive(Debug, Args)]
 pub struct StampArgs {
     /// Stamp every migration up to and including this version, or `latest`.
-    #[arg(
-        id = "target_version",
-        default_value = "latest",
-        value_name = "VERSION"
-    )]
+    #[arg(id = "target_version", default_value = "latest", value_name = "VERSION")]
     pub version: String,
 
     #[command(flatten)]
@@ -262,12 +242,7 @@ pub struct MigrateArgs {
 
     /// Run the project's own migration tool instead, split into arguments without a shell.
     /// Example: --migrate-command 'alembic upgrade head'
-    #[arg(
-        long,
-        env = "PREFLIGHT_MIGRATE_COMMAND",
-        value_name = "COMMAND",
-        conflicts_with = "migrations"
-    )]
+    #[arg(long, env = "PREFLIGHT_MIGRATE_COMMAND", value_name = "COMMAND", conflicts_with = "migrations")]
     pub migrate_command: Option<String>,
 
     /// apply: migrate under the lock. wait: take no lock, wait for another process to migrate
@@ -281,12 +256,7 @@ pub struct MigrateArgs {
     pub schema_check_command: Option<String>,
 
     /// The longest to wait for another process's migration lock. Example: 10m
-    #[arg(
-        long,
-        env = "PREFLIGHT_LOCK_TIMEOUT",
-        default_value = "5m",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_LOCK_TIMEOUT", default_value = "5m", value_name = "DURATION")]
     pub lock_timeout: String,
 
     /// Accept migrations applied in the database but absent locally (a newer release ran them).
@@ -307,12 +277,7 @@ pub struct MigrateArgs {
     pub backup_dir: Option<std::path::PathBuf>,
 
     /// How many SQLite backups to keep; older ones are deleted.
-    #[arg(
-        long,
-        env = "PREFLIGHT_BACKUP_KEEP",
-        default_value_t = 5,
-        value_name = "N"
-    )]
+    #[arg(long, env = "PREFLIGHT_BACKUP_KEEP", default_value_t = 5, value_name = "N")]
     pub backup_keep: usize,
 
     /// A backup command run under the lock before migrating, without a shell; $VAR and ${VAR}
@@ -358,49 +323,24 @@ pub struct WaitArgs {
     pub wait_for: Vec<String>,
 
     /// Overall deadline for the wait; 0 waits forever. Example: 2m
-    #[arg(
-        long,
-        env = "PREFLIGHT_TIMEOUT",
-        default_value = "60s",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_TIMEOUT", default_value = "60s", value_name = "DURATION")]
     pub timeout: String,
 
     /// The most one attempt (DNS, connect, login) may take. Example: 2s
-    #[arg(
-        long,
-        env = "PREFLIGHT_ATTEMPT_TIMEOUT",
-        default_value = "5s",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_ATTEMPT_TIMEOUT", default_value = "5s", value_name = "DURATION")]
     pub attempt_timeout: String,
 
     /// Ceiling of the first retry's random delay; it doubles per failure up to --backoff-max.
-    #[arg(
-        long,
-        env = "PREFLIGHT_BACKOFF_BASE",
-        default_value = "50ms",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_BACKOFF_BASE", default_value = "50ms", value_name = "DURATION")]
     pub backoff_base: String,
 
     /// Largest random delay between attempts. Once the dependency is up, it is seen about
     /// 0.3 × this later on median. Example: 1s
-    #[arg(
-        long,
-        env = "PREFLIGHT_BACKOFF_MAX",
-        default_value = "400ms",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_BACKOFF_MAX", default_value = "400ms", value_name = "DURATION")]
     pub backoff_max: String,
 
     /// How long one address gets before the next one is tried in parallel (RFC 8305).
-    #[arg(
-        long,
-        env = "PREFLIGHT_CONNECT_STAGGER",
-        default_value = "250ms",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "PREFLIGHT_CONNECT_STAGGER", default_value = "250ms", value_name = "DURATION")]
     pub connect_stagger: String,
 
     /// Keep waiting through login errors (wrong password, no such user or database) instead of
@@ -422,32 +362,17 @@ mod tests {
     #[test]
     fn help_shows_env_vars_and_defaults_but_not_secrets() {
         let mut cmd = Cli::command();
-        let wait = cmd
-            .find_subcommand_mut("wait")
-            .expect("wait subcommand exists");
+        let wait = cmd.find_subcommand_mut("wait").expect("wait subcommand exists");
         let help = wait.render_long_help().to_string();
-        for needle in [
-            "DATABASE_URL",
-            "PREFLIGHT_TIMEOUT",
-            "[default: 60s]",
-            "PREFLIGHT_BACKOFF_MAX",
-        ] {
+        for needle in ["DATABASE_URL", "PREFLIGHT_TIMEOUT", "[default: 60s]", "PREFLIGHT_BACKOFF_MAX"] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
     }
 
     #[test]
     fn run_takes_the_command_after_double_dash() {
-        let cli = Cli::try_parse_from([
-            "preflight",
-            "run",
-            "--timeout",
-            "5s",
-            "--",
-            "echo",
-            "--timeout",
-        ])
-        .unwrap();
+        let cli =
+            Cli::try_parse_from(["preflight", "run", "--timeout", "5s", "--", "echo", "--timeout"]).unwrap();
         match cli.command {
             Command::Run(run) => {
                 assert_eq!(run.command, ["echo", "--timeout"]);

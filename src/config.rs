@@ -81,10 +81,7 @@ pub struct LogConfig {
 
 impl LogConfig {
     pub fn from_cli(cli: &Cli) -> Self {
-        LogConfig {
-            format: cli.log_format,
-            filter: cli.log_level.clone(),
-        }
+        LogConfig { format: cli.log_format, filter: cli.log_level.clone() }
     }
 }
 
@@ -102,31 +99,13 @@ impl Config {
                     cli::InitMode::Auto => std::process::id() == 1,
                 };
                 let subreaper = run.init.init == cli::InitMode::Always;
-                let init = InitPlan {
-                    supervise,
-                    config: InitConfig {
-                        subreaper,
-                        ..config
-                    },
-                    flags,
-                };
-                Command::Run {
-                    wait,
-                    migrate,
-                    init,
-                    argv: run.command,
-                }
+                let init = InitPlan { supervise, config: InitConfig { subreaper, ..config }, flags };
+                Command::Run { wait, migrate, init, argv: run.command }
             }
             cli::Command::Supervise(sup) => {
                 let (config, _) = init_config(&sup.init)?;
                 let subreaper = sup.init.init == cli::InitMode::Always;
-                Command::Supervise {
-                    init: InitConfig {
-                        subreaper,
-                        ..config
-                    },
-                    argv: sup.command,
-                }
+                Command::Supervise { init: InitConfig { subreaper, ..config }, argv: sup.command }
             }
             cli::Command::Migrate(m) => {
                 let (wait, args, action) = match m.action {
@@ -143,10 +122,7 @@ impl Config {
                         (s.wait, s.migrate, Action::Stamp(to))
                     }
                     Some(cli::MigrateAction::Revert(r)) => {
-                        let action = Action::Revert {
-                            to: r.to,
-                            steps: r.steps.unwrap_or(1),
-                        };
+                        let action = Action::Revert { to: r.to, steps: r.steps.unwrap_or(1) };
                         (r.wait, r.migrate, action)
                     }
                     Some(cli::MigrateAction::Reset(r)) => {
@@ -172,11 +148,7 @@ impl Config {
                             .into(),
                     ));
                 }
-                Command::Migrate {
-                    wait,
-                    migrate,
-                    action,
-                }
+                Command::Migrate { wait, migrate, action }
             }
             cli::Command::Status(st) => {
                 let wait = WaitConfig::from_args(st.wait)?;
@@ -207,11 +179,7 @@ impl WaitConfig {
     fn from_args(args: cli::WaitArgs) -> Result<Self, Error> {
         let mut targets = Vec::new();
         let mut database = None;
-        if let Some(url) = args
-            .database_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        {
+        if let Some(url) = args.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
             let target = target::parse_database_url(url)
                 .map_err(|e| Error::Config(format!("--database-url / DATABASE_URL: {e}")))?;
             database = Some(target.clone());
@@ -235,9 +203,7 @@ impl WaitConfig {
             ));
         }
         if base.is_zero() {
-            return Err(Error::Config(
-                "--backoff-base must be more than 0, e.g. 50ms".into(),
-            ));
+            return Err(Error::Config("--backoff-base must be more than 0, e.g. 50ms".into()));
         }
         if cap < base {
             return Err(Error::Config(format!(
@@ -246,9 +212,7 @@ impl WaitConfig {
             )));
         }
         if stagger.is_zero() {
-            return Err(Error::Config(
-                "--connect-stagger must be more than 0, e.g. 250ms".into(),
-            ));
+            return Err(Error::Config("--connect-stagger must be more than 0, e.g. 250ms".into()));
         }
         let policy = WaitPolicy {
             backoff: Backoff { base, cap },
@@ -258,36 +222,23 @@ impl WaitConfig {
             retry_login_errors: args.retry_login_errors,
             progress_every: Duration::from_secs(5),
         };
-        Ok(WaitConfig {
-            targets,
-            policy,
-            database,
-        })
+        Ok(WaitConfig { targets, policy, database })
     }
 }
 
 impl MigratePhase {
     /// `None` when there is nothing to migrate (no directory, no command) and `required` is
     /// false: `run` is then a plain wait-and-start.
-    fn from_args(
-        wait: &WaitConfig,
-        args: cli::MigrateArgs,
-        required: bool,
-    ) -> Result<Option<Self>, Error> {
+    fn from_args(wait: &WaitConfig, args: cli::MigrateArgs, required: bool) -> Result<Option<Self>, Error> {
         let check = args
             .schema_check_command
             .as_deref()
             .map(|c| split_command("--schema-check-command", c))
             .transpose()?;
         let source = match (&args.migrate_command, &args.migrations) {
-            (Some(cmd), _) => Source::Command {
-                argv: split_command("--migrate-command", cmd)?,
-                check,
-            },
+            (Some(cmd), _) => Source::Command { argv: split_command("--migrate-command", cmd)?, check },
             (None, Some(dir)) => Source::Dir(dir.clone()),
-            (None, None) if Path::new("migrations").is_dir() => {
-                Source::Dir(PathBuf::from("migrations"))
-            }
+            (None, None) if Path::new("migrations").is_dir() => Source::Dir(PathBuf::from("migrations")),
             (None, None) if required => {
                 return Err(Error::Config(
                     "no migrations: pass --migrations DIR (or create ./migrations), or --migrate-command 'alembic upgrade head'".into(),
@@ -321,20 +272,11 @@ impl MigratePhase {
         }
         let backup = match (&args.backup_command, args.backup, &database.kind) {
             (Some(cmd), _, _) => Some(Backup::Command(split_command("--backup-command", cmd)?)),
-            (
-                None,
-                true,
-                TargetKind::Sqlite {
-                    path: Some(path), ..
-                },
-            ) => Some(Backup::Sqlite {
-                dir: args
-                    .backup_dir
-                    .clone()
-                    .unwrap_or_else(|| match path.parent() {
-                        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                        _ => PathBuf::from("."),
-                    }),
+            (None, true, TargetKind::Sqlite { path: Some(path), .. }) => Some(Backup::Sqlite {
+                dir: args.backup_dir.clone().unwrap_or_else(|| match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                }),
                 stem: path
                     .file_stem()
                     .map_or_else(|| "database".into(), |s| s.to_string_lossy().into_owned()),
@@ -356,11 +298,7 @@ impl MigratePhase {
             single_transaction: args.single_transaction,
             backup,
         };
-        Ok(Some(MigratePhase {
-            database: Box::new(database),
-            config,
-            mode,
-        }))
+        Ok(Some(MigratePhase { database: Box::new(database), config, mode }))
     }
 }
 
@@ -368,23 +306,10 @@ impl MigratePhase {
 fn init_config(args: &cli::InitArgs) -> Result<(InitConfig, Vec<String>), Error> {
     let mut flags = vec![
         "--init".to_owned(),
-        if args.init == cli::InitMode::Always {
-            "always"
-        } else {
-            "auto"
-        }
-        .to_owned(),
+        if args.init == cli::InitMode::Always { "always" } else { "auto" }.to_owned(),
     ];
-    let stop_timeout = args
-        .stop_timeout
-        .as_deref()
-        .map(|d| duration("--stop-timeout", d))
-        .transpose()?;
-    let stop_delay = args
-        .stop_delay
-        .as_deref()
-        .map(|d| duration("--stop-delay", d))
-        .transpose()?;
+    let stop_timeout = args.stop_timeout.as_deref().map(|d| duration("--stop-timeout", d)).transpose()?;
+    let stop_delay = args.stop_delay.as_deref().map(|d| duration("--stop-delay", d)).transpose()?;
     let leftover_grace = duration("--leftover-grace", &args.leftover_grace)?;
     for (flag, d) in [
         ("--stop-timeout", stop_timeout),
@@ -397,16 +322,9 @@ fn init_config(args: &cli::InitArgs) -> Result<(InitConfig, Vec<String>), Error>
     }
     let mut rewrites = Vec::new();
     for spec in args.rewrite_signal.iter().filter(|s| !s.trim().is_empty()) {
-        let bad = || {
-            Error::Config(format!(
-                "--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT"
-            ))
-        };
+        let bad = || Error::Config(format!("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT"));
         let (from, to) = spec.split_once(':').ok_or_else(bad)?;
-        let (from, to) = (
-            parse_signal(from).ok_or_else(bad)?,
-            parse_signal(to).ok_or_else(bad)?,
-        );
+        let (from, to) = (parse_signal(from).ok_or_else(bad)?, parse_signal(to).ok_or_else(bad)?);
         rewrites.push((from, to));
         flags.extend(["--rewrite-signal".to_owned(), format!("{from}:{to}")]);
     }
@@ -436,11 +354,7 @@ fn parse_signal(raw: &str) -> Option<i32> {
         Ok(n) => n,
         Err(_) => {
             let upper = raw.to_ascii_uppercase();
-            let name = if upper.starts_with("SIG") {
-                upper
-            } else {
-                format!("SIG{upper}")
-            };
+            let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
             name.parse::<nix::sys::signal::Signal>().ok()? as i32
         }
     };
@@ -452,12 +366,10 @@ fn parse_signal(raw: &str) -> Option<i32> {
 fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
     match shlex::split(raw) {
         Some(argv) if !argv.is_empty() => Ok(argv),
-        Some(_) => Err(Error::Config(format!(
-            "{flag} is empty: give a command, e.g. 'alembic upgrade head'"
-        ))),
-        None => Err(Error::Config(format!(
-            "{flag} '{raw}' has unbalanced quotes: close them"
-        ))),
+        Some(_) => {
+            Err(Error::Config(format!("{flag} is empty: give a command, e.g. 'alembic upgrade head'")))
+        }
+        None => Err(Error::Config(format!("{flag} '{raw}' has unbalanced quotes: close them"))),
     }
 }
 
@@ -468,9 +380,7 @@ pub fn duration(flag: &str, raw: &str) -> Result<Duration, Error> {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(raw).map_err(|e| {
-        Error::Config(format!(
-            "{flag} '{raw}' is not a duration ({e}): write e.g. 250ms, 5s or 2m"
-        ))
+        Error::Config(format!("{flag} '{raw}' is not a duration ({e}): write e.g. 250ms, 5s or 2m"))
     })
 }
 
@@ -520,9 +430,7 @@ mod tests {
 
     #[test]
     fn a_bad_wait_for_names_the_flag() {
-        let err = wait_config(&["--wait-for", "tcp://db"])
-            .unwrap_err()
-            .to_string();
+        let err = wait_config(&["--wait-for", "tcp://db"]).unwrap_err().to_string();
         assert!(err.starts_with("--wait-for"), "{err}");
     }
 }

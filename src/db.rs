@@ -61,25 +61,18 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
             .await?;
             Ok((DbConn::MySql(conn), at))
         }
-        TargetKind::Sqlite {
-            options,
-            path,
-            writable,
-        } => {
+        TargetKind::Sqlite { options, path, writable } => {
             if let Some(path) = path {
                 check_directory(path, *writable)?;
             }
             let options = (**options).clone().disable_statement_logging();
             let conn = login::<SqliteConnection>(options, redactor.clone()).await?;
-            let at = path
-                .as_ref()
-                .map_or_else(|| ":memory:".into(), |p| p.display().to_string());
+            let at = path.as_ref().map_or_else(|| ":memory:".into(), |p| p.display().to_string());
             Ok((DbConn::Sqlite(conn), at))
         }
-        TargetKind::Tcp { .. } | TargetKind::Http { .. } => Err(Failure::new(
-            Class::Permanent(crate::classify::Permanent::Other),
-            "not a database target",
-        )),
+        TargetKind::Tcp { .. } | TargetKind::Http { .. } => {
+            Err(Failure::new(Class::Permanent(crate::classify::Permanent::Other), "not a database target"))
+        }
     }
 }
 
@@ -100,11 +93,7 @@ where
             let conn = login::<C>(at_socket(options, path), redactor.clone()).await?;
             Ok((conn, path.display().to_string()))
         }
-        Endpoint::Tcp {
-            host,
-            port,
-            verify_name,
-        } => {
+        Endpoint::Tcp { host, port, verify_name } => {
             let addrs = resolve(host, *port).await?;
             if *verify_name {
                 // TLS checks the certificate against the name, so the driver connects by name;
@@ -112,10 +101,9 @@ where
                 let conn = login::<C>(options, redactor.clone()).await?;
                 return Ok((conn, format!("{host}:{port}")));
             }
-            let (addr, conn) = race(addrs, stagger, |addr| {
-                login::<C>(at_addr(options.clone(), addr), redactor.clone())
-            })
-            .await?;
+            let (addr, conn) =
+                race(addrs, stagger, |addr| login::<C>(at_addr(options.clone(), addr), redactor.clone()))
+                    .await?;
             Ok((conn, addr.to_string()))
         }
     }
@@ -138,10 +126,7 @@ fn check_directory(path: &std::path::Path, writable: bool) -> Result<(), Failure
     if !dir.is_dir() {
         return Err(Failure::new(
             Class::NotReady,
-            format!(
-                "directory {} does not exist (is the volume mounted?)",
-                dir.display()
-            ),
+            format!("directory {} does not exist (is the volume mounted?)", dir.display()),
         ));
     }
     if writable && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {

@@ -16,25 +16,13 @@ pub enum Error {
     Dependency { target: String, failure: Failure },
 
     #[error("{}", timeout_message(.timeout, .pending))]
-    Timeout {
-        timeout: std::time::Duration,
-        pending: Vec<crate::wait::Pending>,
-    },
+    Timeout { timeout: std::time::Duration, pending: Vec<crate::wait::Pending> },
 
     #[error("aborted by {name} during {phase}")]
-    Signal {
-        signal: i32,
-        name: &'static str,
-        phase: &'static str,
-    },
+    Signal { signal: i32, name: &'static str, phase: &'static str },
 
     #[error("cannot run '{}': {reason}; PATH={}", program.to_string_lossy(), path.to_string_lossy())]
-    Exec {
-        program: OsString,
-        reason: String,
-        path: OsString,
-        exit: Exit,
-    },
+    Exec { program: OsString, reason: String, path: OsString, exit: Exit },
 
     /// A migration-phase failure; the message names the migration, the database's error and
     /// the state the database is left in.
@@ -72,13 +60,9 @@ fn timeout_message(timeout: &std::time::Duration, pending: &[crate::wait::Pendin
     let what: Vec<String> = pending
         .iter()
         .map(|p| match &p.last {
-            Some(f) => format!(
-                "{} ({}, last error: {}: {})",
-                p.target,
-                attempts(p.attempts),
-                f.class,
-                f.message
-            ),
+            Some(f) => {
+                format!("{} ({}, last error: {}: {})", p.target, attempts(p.attempts), f.class, f.message)
+            }
             None => format!("{} ({})", p.target, attempts(p.attempts)),
         })
         .collect();
@@ -90,9 +74,5 @@ fn timeout_message(timeout: &std::time::Duration, pending: &[crate::wait::Pendin
 }
 
 fn attempts(n: u32) -> String {
-    if n == 1 {
-        "1 attempt".into()
-    } else {
-        format!("{n} attempts")
-    }
+    if n == 1 { "1 attempt".into() } else { format!("{n} attempts") }
 }

@@ -26,24 +26,16 @@ pub async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, Failure>
             let scope = zone.parse::<u32>().or_else(|_| {
                 nix::net::if_::if_nametoindex(zone.as_str()).map_err(|e| {
                     // The interface may come up later (a veth added by the runtime): not yet.
-                    Failure::new(
-                        Class::Network,
-                        format!("no interface '{zone}' for [{ip}%{zone}]: {e}"),
-                    )
+                    Failure::new(Class::Network, format!("no interface '{zone}' for [{ip}%{zone}]: {e}"))
                 })
             })?;
             Ok(vec![SocketAddr::V6(SocketAddrV6::new(*ip, port, 0, scope))])
         }
         Host::Ip(ip, _) => Ok(vec![SocketAddr::new(*ip, port)]),
         Host::Name(name) => {
-            let found = tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        Class::Dns,
-                        format!("cannot resolve '{name}': {}", gai_message(&e)),
-                    )
-                })?;
+            let found = tokio::net::lookup_host((name.as_str(), port)).await.map_err(|e| {
+                Failure::new(Class::Dns, format!("cannot resolve '{name}': {}", gai_message(&e)))
+            })?;
             let mut addrs: Vec<SocketAddr> = Vec::new();
             for addr in found {
                 if !addrs.contains(&addr) {
@@ -51,10 +43,7 @@ pub async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, Failure>
                 }
             }
             if addrs.is_empty() {
-                return Err(Failure::new(
-                    Class::Dns,
-                    format!("'{name}' has no addresses"),
-                ));
+                return Err(Failure::new(Class::Dns, format!("'{name}' has no addresses")));
             }
             Ok(interleave(addrs))
         }
@@ -63,8 +52,7 @@ pub async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, Failure>
 
 fn gai_message(err: &std::io::Error) -> String {
     let text = err.to_string();
-    text.strip_prefix("failed to lookup address information: ")
-        .map_or(text.clone(), str::to_owned)
+    text.strip_prefix("failed to lookup address information: ").map_or(text.clone(), str::to_owned)
 }
 
 /// RFC 8305 §4: IPv6 first, then alternate families, keeping the resolver's order within each.
@@ -156,14 +144,7 @@ where
         .into_iter()
         .max_by_key(|(_, f)| f.class)
         .expect("at least one address was tried, and every attempt ended in a failure");
-    if several {
-        Err(Failure::new(
-            best.class,
-            format!("{addr}: {}", best.message),
-        ))
-    } else {
-        Err(best)
-    }
+    if several { Err(Failure::new(best.class, format!("{addr}: {}", best.message))) } else { Err(best) }
 }
 
 #[cfg(test)]
@@ -176,21 +157,8 @@ mod tests {
 
     #[test]
     fn interleave_puts_ipv6_first_and_alternates() {
-        let got = interleave(vec![
-            sa("10.0.0.1:1"),
-            sa("10.0.0.2:1"),
-            sa("[::1]:1"),
-            sa("[::2]:1"),
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                sa("[::1]:1"),
-                sa("10.0.0.1:1"),
-                sa("[::2]:1"),
-                sa("10.0.0.2:1")
-            ]
-        );
+        let got = interleave(vec![sa("10.0.0.1:1"), sa("10.0.0.2:1"), sa("[::1]:1"), sa("[::2]:1")]);
+        assert_eq!(got, vec![sa("[::1]:1"), sa("10.0.0.1:1"), sa("[::2]:1"), sa("10.0.0.2:1")]);
         let only4 = interleave(vec![sa("10.0.0.1:1"), sa("10.0.0.2:1")]);
         assert_eq!(only4, vec![sa("10.0.0.1:1"), sa("10.0.0.2:1")]);
     }
@@ -224,11 +192,7 @@ mod tests {
         let addrs = vec![sa("[::1]:1"), sa("10.0.0.1:1")];
         let start = tokio::time::Instant::now();
         let (winner, ()) = race(addrs, Duration::from_secs(10), |addr| async move {
-            if addr.is_ipv6() {
-                Err(Failure::new(Class::Network, "refused"))
-            } else {
-                Ok(())
-            }
+            if addr.is_ipv6() { Err(Failure::new(Class::Network, "refused")) } else { Ok(()) }
         })
         .await
         .unwrap();

@@ -91,9 +91,7 @@ pub enum TargetKind {
 // hold the password.
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Target").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -137,11 +135,9 @@ const SCHEMES: &str = "postgres://, postgresql://, mysql://, mariadb:// or sqlit
 /// Parses a database URL (`--database-url`, `DATABASE_URL`, or a database `--wait-for`).
 pub fn parse_database_url(raw: &str) -> Result<Target, TargetError> {
     let raw = raw.trim();
-    let (scheme, rest) = raw.split_once(':').ok_or_else(|| {
-        TargetError(format!(
-            "database URL has no scheme: start it with {SCHEMES}"
-        ))
-    })?;
+    let (scheme, rest) = raw
+        .split_once(':')
+        .ok_or_else(|| TargetError(format!("database URL has no scheme: start it with {SCHEMES}")))?;
     // SQLAlchemy spells the driver into the scheme (`postgresql+psycopg2://`); Alembic projects
     // share one DATABASE_URL with preflight, so accept and ignore the driver.
     let (base, driver) = match scheme.split_once('+') {
@@ -152,9 +148,7 @@ pub fn parse_database_url(raw: &str) -> Result<Target, TargetError> {
         "postgres" | "postgresql" => parse_network_db("postgres", rest),
         "mysql" | "mariadb" => parse_network_db("mysql", rest),
         "sqlite" => parse_sqlite(raw, rest, driver.is_some()),
-        _ => Err(TargetError(format!(
-            "unsupported database URL scheme '{scheme}': use {SCHEMES}"
-        ))),
+        _ => Err(TargetError(format!("unsupported database URL scheme '{scheme}': use {SCHEMES}"))),
     }
 }
 
@@ -172,27 +166,17 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
         }
         let host = url_host(&url, zone)?;
         let port = url.port().ok_or_else(|| {
-            TargetError(format!(
-                "tcp target '{raw}' has no port: write it as tcp://HOST:PORT"
-            ))
+            TargetError(format!("tcp target '{raw}' has no port: write it as tcp://HOST:PORT"))
         })?;
         let name = format!("tcp://{}:{port}", host);
-        return Ok(Target {
-            name,
-            kind: TargetKind::Tcp { host, port },
-            redactor: Redactor::default(),
-        });
+        return Ok(Target { name, kind: TargetKind::Tcp { host, port }, redactor: Redactor::default() });
     }
     if lower.starts_with("http://") {
         let (url, zone) = parse_url_with_zone(raw)?;
         let host = url_host(&url, zone)?;
         let port = url.port_or_known_default().unwrap_or(80);
         let redactor = redactor_for(&url);
-        return Ok(Target {
-            name: redacted_url(&url),
-            kind: TargetKind::Http { url, host, port },
-            redactor,
-        });
+        return Ok(Target { name: redacted_url(&url), kind: TargetKind::Http { url, host, port }, redactor });
     }
     if lower.starts_with("https://") {
         return Err(TargetError(format!(
@@ -220,18 +204,11 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
     let name = redacted_url(&url);
     let plain = strip_zone(&normalized);
 
-    let param = |key: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.into_owned())
-    };
-    let tls_mode = param(if scheme == "postgres" {
-        "sslmode"
-    } else {
-        "ssl-mode"
-    })
-    .unwrap_or_default()
-    .to_ascii_lowercase();
+    let param =
+        |key: &str| url.query_pairs().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.into_owned());
+    let tls_mode = param(if scheme == "postgres" { "sslmode" } else { "ssl-mode" })
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let verify_name = matches!(tls_mode.as_str(), "verify-full" | "verify_identity");
 
     let socket = match scheme {
@@ -247,37 +224,25 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
         }
         (Some(_), _) => Endpoint::Tcp {
             host: url_host(&url, zone)?,
-            port: url
-                .port()
-                .unwrap_or(if scheme == "postgres" { 5432 } else { 3306 }),
+            port: url.port().unwrap_or(if scheme == "postgres" { 5432 } else { 3306 }),
             verify_name,
         },
     };
 
     let sqlx_error = |e: sqlx::Error| {
-        TargetError(redactor.redact(&format!(
-            "invalid database URL '{name}': {e}: see the driver's URL parameters"
-        )))
+        TargetError(
+            redactor.redact(&format!("invalid database URL '{name}': {e}: see the driver's URL parameters")),
+        )
     };
     let kind = if scheme == "postgres" {
         let options = PgConnectOptions::from_str(&plain).map_err(sqlx_error)?;
         let options = options.application_name(&application_name());
-        TargetKind::Postgres {
-            endpoint,
-            options: Box::new(options),
-        }
+        TargetKind::Postgres { endpoint, options: Box::new(options) }
     } else {
         let options = MySqlConnectOptions::from_str(&plain).map_err(sqlx_error)?;
-        TargetKind::MySql {
-            endpoint,
-            options: Box::new(options),
-        }
+        TargetKind::MySql { endpoint, options: Box::new(options) }
     };
-    Ok(Target {
-        name,
-        kind,
-        redactor,
-    })
+    Ok(Target { name, kind, redactor })
 }
 
 fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, TargetError> {
@@ -293,9 +258,7 @@ fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, Targe
         None => (rest, None),
     };
     if path_part.is_empty() {
-        return Err(TargetError(
-            "sqlite URL has no file: write sqlite:PATH, e.g. sqlite:data/app.db".into(),
-        ));
+        return Err(TargetError("sqlite URL has no file: write sqlite:PATH, e.g. sqlite:data/app.db".into()));
     }
     let memory = path_part == ":memory:";
     let sqlx_url = match query {
@@ -314,11 +277,7 @@ fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, Targe
     let writable = !query.is_some_and(|q| q.split('&').any(|kv| kv == "mode=ro"));
     Ok(Target {
         name: raw.to_owned(),
-        kind: TargetKind::Sqlite {
-            options: Box::new(options),
-            path,
-            writable,
-        },
+        kind: TargetKind::Sqlite { options: Box::new(options), path, writable },
         redactor: Redactor::default(),
     })
 }
@@ -347,10 +306,7 @@ fn zone_span(raw: &str) -> Option<(usize, usize)> {
 fn extract_zone(raw: &str) -> Option<String> {
     let (pct, close) = zone_span(raw)?;
     let zone = &raw[pct + 1..close];
-    let zone = zone
-        .strip_prefix("25")
-        .filter(|z| !z.is_empty())
-        .unwrap_or(zone);
+    let zone = zone.strip_prefix("25").filter(|z| !z.is_empty()).unwrap_or(zone);
     Some(zone.to_owned())
 }
 
@@ -366,10 +322,9 @@ fn url_host(url: &Url, zone: Option<String>) -> Result<Host, TargetError> {
         Some(url::Host::Domain(d)) => Ok(Host::Name(d.to_owned())),
         Some(url::Host::Ipv4(ip)) => Ok(Host::Ip(IpAddr::V4(ip), None)),
         Some(url::Host::Ipv6(ip)) => Ok(Host::Ip(IpAddr::V6(ip), zone)),
-        None => Err(TargetError(format!(
-            "URL '{}' has no host: write scheme://HOST:PORT",
-            redacted_url(url)
-        ))),
+        None => {
+            Err(TargetError(format!("URL '{}' has no host: write scheme://HOST:PORT", redacted_url(url))))
+        }
     }
 }
 
@@ -418,11 +373,7 @@ fn redacted_url(url: &Url) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if is_secret_param(&k) {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
+                let v = if is_secret_param(&k) { "***".to_owned() } else { v.into_owned() };
                 (k.into_owned(), v)
             })
             .collect();
@@ -457,10 +408,7 @@ mod tests {
         let t = parse_database_url("postgres://app:hunter2@db:5432/app").unwrap();
         assert_eq!(t.name, "postgres://app:***@db:5432/app");
         assert!(!format!("{t:?}").contains("hunter2"));
-        assert_eq!(
-            t.redactor.redact("auth failed for hunter2"),
-            "auth failed for ***"
-        );
+        assert_eq!(t.redactor.redact("auth failed for hunter2"), "auth failed for ***");
     }
 
     #[test]
@@ -471,8 +419,7 @@ mod tests {
 
     #[test]
     fn password_in_the_query_is_redacted_too() {
-        let t =
-            parse_database_url("postgres:///app?host=/run/pg&user=u&password=hunter%212").unwrap();
+        let t = parse_database_url("postgres:///app?host=/run/pg&user=u&password=hunter%212").unwrap();
         assert!(!t.name.contains("hunter"), "{}", t.name);
         assert_eq!(t.redactor.redact("x hunter!2 y hunter%212"), "x *** y ***");
         assert!(matches!(endpoint(&t), Endpoint::Unix(_)));
@@ -480,24 +427,16 @@ mod tests {
 
     #[test]
     fn mysql_socket_parameter_is_an_endpoint() {
-        let t =
-            parse_database_url("mysql://u:p@localhost/app?socket=/run/mysqld/mysqld.sock").unwrap();
+        let t = parse_database_url("mysql://u:p@localhost/app?socket=/run/mysqld/mysqld.sock").unwrap();
         assert!(matches!(endpoint(&t), Endpoint::Unix(p) if p.ends_with("mysqld.sock")));
     }
 
     #[test]
     fn ipv6_literal_with_zone_is_parsed() {
-        for raw in [
-            "postgres://u@[fe80::1%eth0]:5433/d",
-            "postgres://u@[fe80::1%25eth0]:5433/d",
-        ] {
+        for raw in ["postgres://u@[fe80::1%eth0]:5433/d", "postgres://u@[fe80::1%25eth0]:5433/d"] {
             let t = parse_database_url(raw).unwrap();
             match endpoint(&t) {
-                Endpoint::Tcp {
-                    host: Host::Ip(ip, Some(zone)),
-                    port: 5433,
-                    ..
-                } => {
+                Endpoint::Tcp { host: Host::Ip(ip, Some(zone)), port: 5433, .. } => {
                     assert_eq!(ip.to_string(), "fe80::1");
                     assert_eq!(zone, "eth0");
                 }
@@ -525,29 +464,15 @@ mod tests {
     #[test]
     fn unix_socket_host_is_an_endpoint() {
         let t = parse_database_url("postgres:///app?host=/run/postgresql").unwrap();
-        assert!(
-            matches!(endpoint(&t), Endpoint::Unix(p) if p == &PathBuf::from("/run/postgresql"))
-        );
+        assert!(matches!(endpoint(&t), Endpoint::Unix(p) if p == &PathBuf::from("/run/postgresql")));
     }
 
     #[test]
     fn verify_full_keeps_the_name_for_tls() {
         let t = parse_database_url("postgres://u:p@db/d?sslmode=verify-full").unwrap();
-        assert!(matches!(
-            endpoint(&t),
-            Endpoint::Tcp {
-                verify_name: true,
-                ..
-            }
-        ));
+        assert!(matches!(endpoint(&t), Endpoint::Tcp { verify_name: true, .. }));
         let t = parse_database_url("mysql://u:p@db/d?ssl-mode=REQUIRED").unwrap();
-        assert!(matches!(
-            endpoint(&t),
-            Endpoint::Tcp {
-                verify_name: false,
-                ..
-            }
-        ));
+        assert!(matches!(endpoint(&t), Endpoint::Tcp { verify_name: false, .. }));
     }
 
     #[test]
@@ -556,22 +481,10 @@ mod tests {
             TargetKind::Sqlite { path, .. } => path,
             _ => panic!(),
         };
-        assert_eq!(
-            path("sqlite:data/app.db"),
-            Some(PathBuf::from("data/app.db"))
-        );
-        assert_eq!(
-            path("sqlite:///data/app.db"),
-            Some(PathBuf::from("/data/app.db"))
-        );
-        assert_eq!(
-            path("sqlite+pysqlite:///rel.db"),
-            Some(PathBuf::from("rel.db"))
-        );
-        assert_eq!(
-            path("sqlite+aiosqlite:////abs.db"),
-            Some(PathBuf::from("/abs.db"))
-        );
+        assert_eq!(path("sqlite:data/app.db"), Some(PathBuf::from("data/app.db")));
+        assert_eq!(path("sqlite:///data/app.db"), Some(PathBuf::from("/data/app.db")));
+        assert_eq!(path("sqlite+pysqlite:///rel.db"), Some(PathBuf::from("rel.db")));
+        assert_eq!(path("sqlite+aiosqlite:////abs.db"), Some(PathBuf::from("/abs.db")));
         assert_eq!(path("sqlite::memory:"), None);
     }
 
@@ -598,9 +511,6 @@ mod tests {
         assert!(matches!(t.kind, TargetKind::Http { port: 8080, .. }));
         assert!(parse_wait_for("tcp://db").is_err());
         assert!(parse_wait_for("db:5432").is_err());
-        assert!(matches!(
-            parse_wait_for("mysql://u@db/x").unwrap().kind,
-            TargetKind::MySql { .. }
-        ));
+        assert!(matches!(parse_wait_for("mysql://u@db/x").unwrap().kind, TargetKind::MySql { .. }));
     }
 }

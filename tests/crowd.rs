@@ -14,18 +14,9 @@ fn a_crowd_of_200_migrators_never_exhausts_postgres_connections() {
     pg.start();
     let url = pg.url("127.0.0.1");
     let m = Migrations::new(&[
-        (
-            "1_a.sql",
-            "CREATE TABLE a (id INTEGER);\nSELECT pg_sleep(0.5);\n",
-        ),
-        (
-            "2_b.sql",
-            "CREATE TABLE b (id INTEGER);\nSELECT pg_sleep(0.5);\n",
-        ),
-        (
-            "3_c.sql",
-            "INSERT INTO a VALUES (1);\nSELECT pg_sleep(0.5);\n",
-        ),
+        ("1_a.sql", "CREATE TABLE a (id INTEGER);\nSELECT pg_sleep(0.5);\n"),
+        ("2_b.sql", "CREATE TABLE b (id INTEGER);\nSELECT pg_sleep(0.5);\n"),
+        ("3_c.sql", "INSERT INTO a VALUES (1);\nSELECT pg_sleep(0.5);\n"),
     ]);
     // An outside client (the app, say) connecting every 100 ms meanwhile.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -49,12 +40,7 @@ fn a_crowd_of_200_migrators_never_exhausts_postgres_connections() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, refused) = probe.join().unwrap();
     let failed: Vec<&Finished> = results.iter().filter(|d| d.code() != Some(0)).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of 200 failed; first:\n{}",
-        failed.len(),
-        failed[0]
-    );
+    assert!(failed.is_empty(), "{} of 200 failed; first:\n{}", failed.len(), failed[0]);
     assert!(
         refused.is_empty(),
         "the outside client was refused {} times (ok {ok}): {:?}",

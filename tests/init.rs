@@ -13,15 +13,18 @@ use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A Python app that appends the name of every signal it gets to a file, and exits 0 on
-/// SIGTERM. It creates `<file>.ready` once its handlers are installed.
+/// A Python app that appends the name of every signal it gets to a file (argv 1), and exits 0
+/// once it has recorded argv 2 of them. It creates `<file>.ready` once its handlers are set.
 const RECORDER: &str = r#"
 import signal, sys
-out = sys.argv[1]
+out, count = sys.argv[1], int(sys.argv[2])
+seen = 0
 def handler(n, frame):
+    global seen
     with open(out, "a") as f:
         f.write(signal.Signals(n).name + "\n")
-    if n == signal.SIGTERM:
+    seen += 1
+    if seen == count:
         sys.exit(0)
 for s in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTERM"):
     signal.signal(getattr(signal, s), handler)
@@ -39,26 +42,16 @@ fn signals_sent_to_preflight_reach_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("signals");
     let out_s = out.to_str().unwrap();
-    let p = Preflight::spawn_pid1(&["run", "--", "python3", "-c", RECORDER, out_s], &[]);
+    let p = Preflight::spawn_pid1(&["run", "--", "python3", "-c", RECORDER, out_s, "7"], &[]);
     let pid = p.inner_pid();
     let ready = format!("{out_s}.ready");
     wait_until("the app's handlers", LONG, || Path::new(&ready).exists());
-    let sent = [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ];
+    let sent =
+        [Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
     for (i, sig) in sent.iter().enumerate() {
         send(pid, *sig);
         wait_until(&format!("{sig} to arrive"), LONG, || {
-            std::fs::read_to_string(&out)
-                .unwrap_or_default()
-                .lines()
-                .count()
-                == i + 1
+            std::fs::read_to_string(&out).unwrap_or_default().lines().count() == i + 1
         });
     }
     send(pid, Signal::SIGTERM);
@@ -66,13 +59,7 @@ fn signals_sent_to_preflight_reach_the_app() {
     done.expect_code(0);
     let got = std::fs::read_to_string(&out).unwrap();
     let names: Vec<&str> = got.lines().collect();
-    assert_eq!(
-        names,
-        [
-            "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTERM"
-        ],
-        "{done}"
-    );
+    assert_eq!(names, ["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTERM"], "{done}");
 }
 
 #[test]
@@ -106,63 +93,38 @@ fn a_thousand_orphaned_grandchildren_leave_no_zombie() {
         echo "orphans_seen=$(cat /proc/1/stat >/dev/null && echo yes)"
         echo "zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)"
     "#;
-    let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", script], &[])
-        .finish(Duration::from_secs(60));
+    let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", script], &[]).finish(Duration::from_secs(60));
     done.expect_code(0);
     assert!(done.stdout.contains("zombies=0"), "{done}");
 }
 
 #[test]
 fn a_trapped_sigterm_exits_0_and_an_ignored_one_is_killed_after_the_stop_timeout() {
-    let p = Preflight::spawn_pid1(
-        &[
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; echo up; while :; do sleep 0.1; done",
-        ],
-        &[],
-    );
-    let pid = p.inner_pid();
-    let mut p = p;
-    p.wait_for_line(&["started"], LONG);
-    std::thread::sleep(Duration::from_millis(200));
-    send(pid, Signal::SIGTERM);
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let r = ready.display();
+    let trapped = format!("trap 'exit 0' TERM; touch {r}; while :; do sleep 0.1; done");
+    let p = Preflight::spawn_pid1(&["run", "--", "sh", "-c", &trapped], &[]);
+    wait_until("the trap", LONG, || ready.exists());
+    send(p.inner_pid(), Signal::SIGTERM);
     p.finish(LONG).expect_code(0);
 
-    let p = Preflight::spawn_pid1(
-        &[
-            "run",
-            "--stop-timeout",
-            "1s",
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; sleep 30",
-        ],
-        &[],
-    );
-    let pid = p.inner_pid();
-    let mut p = p;
-    p.wait_for_line(&["started"], LONG);
+    std::fs::remove_file(&ready).unwrap();
+    let ignoring = format!("trap '' TERM; touch {r}; sleep 30");
+    let p = Preflight::spawn_pid1(&["run", "--stop-timeout", "1s", "--", "sh", "-c", &ignoring], &[]);
+    wait_until("the trap", LONG, || ready.exists());
     let sent = Instant::now();
-    send(pid, Signal::SIGTERM);
+    send(p.inner_pid(), Signal::SIGTERM);
     let done = p.finish(LONG);
     done.expect_code(137);
     let took = sent.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-        "{took:?}: {done}"
-    );
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}: {done}");
 }
 
 /// Apps that show what they inherited, run directly (a shell would reset its own mask): their
 /// SigBlk and SigIgn lines, and their open descriptors.
-const INSPECTORS: [&[&str]; 2] = [
-    &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
-    &["ls", "/proc/self/fd"],
-];
+const INSPECTORS: [&[&str]; 2] =
+    [&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"], &["ls", "/proc/self/fd"]];
 
 /// The kernel's `struct sigaction` on x86_64, for `rt_sigaction(2)` called directly: glibc's
 /// wrapper refuses signals 32 and 33, which a test harness may have left ignored.
@@ -195,12 +157,7 @@ fn inspect(pid1: bool, mode: Option<&str>, dirty: bool, app: &[&str]) -> Finishe
                     continue;
                 }
                 let ignore = dirty && sig == nix::libc::SIGUSR1;
-                let act = KernelSigaction {
-                    handler: usize::from(ignore),
-                    flags: 0,
-                    restorer: 0,
-                    mask: 0,
-                };
+                let act = KernelSigaction { handler: usize::from(ignore), flags: 0, restorer: 0, mask: 0 };
                 nix::libc::syscall(
                     nix::libc::SYS_rt_sigaction,
                     sig,
@@ -213,12 +170,8 @@ fn inspect(pid1: bool, mode: Option<&str>, dirty: bool, app: &[&str]) -> Finishe
             if dirty {
                 set.add(Signal::SIGUSR2);
             }
-            nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&set),
-                None,
-            )
-            .map_err(std::io::Error::from)?;
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&set), None)
+                .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -241,41 +194,21 @@ fn the_app_inherits_preflights_signal_state_and_descriptors_not_its_own() {
             // The same shell, started without preflight, shows what the app should see.
             let baseline = inspect(pid1, None, dirty, INSPECTORS[0]);
             baseline.expect_code(0);
-            let ign = if dirty {
-                "0000000000000200"
-            } else {
-                "0000000000000000"
-            };
-            assert!(
-                baseline.stdout.contains(&format!("SigIgn:\t{ign}")),
-                "{baseline}"
-            );
+            let ign = if dirty { "0000000000000200" } else { "0000000000000000" };
+            assert!(baseline.stdout.contains(&format!("SigIgn:\t{ign}")), "{baseline}");
             if !pid1 {
-                let blk = if dirty {
-                    "0000000000000800"
-                } else {
-                    "0000000000000000"
-                };
-                assert!(
-                    baseline.stdout.contains(&format!("SigBlk:\t{blk}")),
-                    "{baseline}"
-                );
+                let blk = if dirty { "0000000000000800" } else { "0000000000000000" };
+                assert!(baseline.stdout.contains(&format!("SigBlk:\t{blk}")), "{baseline}");
             }
             // Both modes: supervised (after a re-exec that sheds the database phase) and exec'd.
             let fds = inspect(pid1, None, dirty, INSPECTORS[1]);
             for mode in ["always", "never"] {
                 let got = inspect(pid1, Some(mode), dirty, INSPECTORS[0]);
                 got.expect_code(0);
-                assert_eq!(
-                    got.stdout, baseline.stdout,
-                    "{mode}, pid1={pid1}, dirty={dirty}: {got}"
-                );
+                assert_eq!(got.stdout, baseline.stdout, "{mode}, pid1={pid1}, dirty={dirty}: {got}");
                 let got = inspect(pid1, Some(mode), dirty, INSPECTORS[1]);
                 got.expect_code(0);
-                assert_eq!(
-                    got.stdout, fds.stdout,
-                    "descriptors, {mode}, pid1={pid1}: {got}"
-                );
+                assert_eq!(got.stdout, fds.stdout, "descriptors, {mode}, pid1={pid1}: {got}");
             }
         }
     }
@@ -283,31 +216,20 @@ fn the_app_inherits_preflights_signal_state_and_descriptors_not_its_own() {
 
 #[test]
 fn exec_mode_keeps_the_pid_so_the_app_is_pid_1() {
-    let done = Preflight::spawn_pid1(
-        &["run", "--init", "never", "--", "sh", "-c", "echo pid=$$"],
-        &[],
-    )
-    .finish(LONG);
+    let done =
+        Preflight::spawn_pid1(&["run", "--init", "never", "--", "sh", "-c", "echo pid=$$"], &[]).finish(LONG);
     done.expect_code(0);
     assert_eq!(done.stdout.trim(), "pid=1", "{done}");
     let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", "echo pid=$$"], &[]).finish(LONG);
-    assert_ne!(
-        done.stdout.trim(),
-        "pid=1",
-        "auto mode supervises as PID 1: {done}"
-    );
+    assert_ne!(done.stdout.trim(), "pid=1", "auto mode supervises as PID 1: {done}");
 }
 
 #[test]
 fn user_drops_privileges_without_supplementary_groups() {
-    let done =
-        Preflight::spawn_pid1(&["run", "--user", "65534:65534", "--", "id"], &[]).finish(LONG);
+    let done = Preflight::spawn_pid1(&["run", "--user", "65534:65534", "--", "id"], &[]).finish(LONG);
     done.expect_code(0);
     let id = done.stdout.trim();
-    assert!(
-        id.starts_with("uid=65534(") && id.contains(" gid=65534("),
-        "{done}"
-    );
+    assert!(id.starts_with("uid=65534(") && id.contains(" gid=65534("), "{done}");
     let groups = id.split(" groups=").nth(1).unwrap_or_default();
     assert_eq!(groups.split(',').count(), 1, "{done}");
     assert!(groups.starts_with("65534("), "{done}");
@@ -317,10 +239,7 @@ fn user_drops_privileges_without_supplementary_groups() {
 fn command_not_found_is_127_and_not_executable_is_126_when_supervising() {
     let done = Preflight::spawn_pid1(&["run", "--", "no-such-command-xyz"], &[]).finish(LONG);
     done.expect_code(127);
-    assert!(
-        done.stderr.contains("no-such-command-xyz") && done.stderr.contains("PATH="),
-        "{done}"
-    );
+    assert!(done.stderr.contains("no-such-command-xyz") && done.stderr.contains("PATH="), "{done}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script");
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
@@ -333,22 +252,10 @@ fn sigterm_during_a_slow_migration_rolls_it_back_and_never_starts_the_app() {
     let mut pg = Pg::new("127.0.0.1", None);
     pg.start();
     let url = pg.url("127.0.0.1");
-    let m = Migrations::new(&[(
-        "1_slow.sql",
-        "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n",
-    )]);
+    let m = Migrations::new(&[("1_slow.sql", "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n")]);
     let marker = m.dir.path().join("app-started");
     let p = Preflight::spawn_pid1(
-        &[
-            "run",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--",
-            "touch",
-            marker.to_str().unwrap(),
-        ],
+        &["run", "--database-url", &url, "--migrations", m.path(), "--", "touch", marker.to_str().unwrap()],
         &[],
     );
     let pid = p.inner_pid();
@@ -357,25 +264,97 @@ fn sigterm_during_a_slow_migration_rolls_it_back_and_never_starts_the_app() {
     send(pid, Signal::SIGTERM);
     let done = p.finish(LONG);
     done.expect_code(143);
-    assert!(
-        done.elapsed < Duration::from_secs(10) && !marker.exists(),
-        "{done}"
-    );
+    assert!(done.elapsed < Duration::from_secs(10) && !marker.exists(), "{done}");
     // Rolled back and unlocked: a quick version of the migration applies at once.
     m.add("1_slow.sql", "CREATE TABLE half (id INTEGER);\n");
     let again = preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--lock-timeout",
-            "5s",
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--lock-timeout", "5s"],
         LONG,
     );
     again.expect_code(0);
     assert!(again.stderr.contains("applied=1"), "{again}");
+}
+
+/// Starts the recorder under preflight as PID 1 with `flags`, waits until it is ready, and
+/// returns it with the path of its record.
+fn recorder(dir: &Path, flags: &[&str], count: &str) -> (Preflight, std::path::PathBuf) {
+    let out = dir.join("signals");
+    let out_s = out.to_str().unwrap().to_owned();
+    let mut args = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "python3", "-c", RECORDER, &out_s, count]);
+    let p = Preflight::spawn_pid1(&args, &[]);
+    let ready = format!("{out_s}.ready");
+    wait_until("the app's handlers", LONG, || Path::new(&ready).exists());
+    (p, out)
+}
+
+#[test]
+fn rewrite_signal_forwards_another_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, out) = recorder(dir.path(), &["--rewrite-signal", "SIGTERM:SIGUSR1"], "1");
+    send(p.inner_pid(), Signal::SIGTERM);
+    p.finish(LONG).expect_code(0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "SIGUSR1\n");
+}
+
+#[test]
+fn stop_delay_holds_the_first_stop_signal() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, out) = recorder(dir.path(), &["--stop-delay", "1s"], "1");
+        let sent = Instant::now();
+        send(p.inner_pid(), sig);
+        let done = p.finish(LONG);
+        done.expect_code(0);
+        let took = sent.elapsed();
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_secs(4),
+            "{sig}: {took:?}: {done}"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), sig.as_str());
+    }
+}
+
+#[test]
+fn signals_reach_every_member_of_a_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let script =
+        format!("python3 -c '{RECORDER}' {} 1 | python3 -c '{RECORDER}' {} 1", a.display(), b.display());
+    let p = Preflight::spawn_pid1(&["run", "--", "sh", "-c", &script], &[]);
+    for f in [&a, &b] {
+        let ready = format!("{}.ready", f.display());
+        wait_until("both ends of the pipe", LONG, || Path::new(&ready).exists());
+    }
+    send(p.inner_pid(), Signal::SIGTERM);
+    // The shell dies of it too (143); what matters is that both ends heard it.
+    p.finish(LONG).expect_code(143);
+    for f in [&a, &b] {
+        assert_eq!(std::fs::read_to_string(f).unwrap(), "SIGTERM\n");
+    }
+}
+
+#[test]
+fn leftovers_of_the_apps_group_get_sigterm_then_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("leftover");
+    // The app exits at once, leaving a background member of its group behind.
+    let script = format!("python3 -c '{RECORDER}' {} 1 & sleep 0.5; exit 3", out.display());
+    let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", &script], &[]).finish(LONG);
+    done.expect_code(3);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "SIGTERM\n", "{done}");
+
+    // One that ignores SIGTERM is killed after the grace, not waited for.
+    let ready = dir.path().join("ready");
+    let stubborn = format!(
+        "(trap '' TERM; touch {0}; sleep 30) & while [ ! -e {0} ]; do sleep 0.02; done; exit 0",
+        ready.display()
+    );
+    let done = Preflight::spawn_pid1(&["run", "--leftover-grace", "500ms", "--", "sh", "-c", &stubborn], &[])
+        .finish(LONG);
+    done.expect_code(0);
+    assert!(done.elapsed < Duration::from_secs(5), "{done}");
+    assert!(done.stderr.contains("SIGKILL"), "{done}");
 }

@@ -28,15 +28,9 @@ fn assert_crowd_applied_once(url: &str, results: &[Finished]) {
         assert!(!done.stderr.contains("already exists"), "{done}");
     }
     assert_eq!(sql_i64(url, "SELECT COUNT(*) FROM _sqlx_migrations"), 3);
-    assert_eq!(
-        sql_i64(url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
-        3
-    );
+    assert_eq!(sql_i64(url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"), 3);
     assert_eq!(sql_i64(url, "SELECT COUNT(*) FROM items"), 2);
-    let appliers = results
-        .iter()
-        .filter(|d| d.stderr.contains("migrations done applied=3"))
-        .count();
+    let appliers = results.iter().filter(|d| d.stderr.contains("migrations done applied=3")).count();
     assert_eq!(appliers, 1, "exactly one process applies the migrations");
 }
 
@@ -47,20 +41,10 @@ fn twenty_concurrent_migrators_apply_each_migration_once_on_postgres() {
     let s = schema("SELECT pg_sleep(0.5);");
     let m = Migrations::new(&files(&s));
     let url = pg.url("127.0.0.1");
-    let results = crowd(
-        20,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    let results = crowd(20, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     assert_crowd_applied_once(&url, &results);
     // The others waited for the lock and said who held it.
-    assert!(
-        results
-            .iter()
-            .any(|d| d.stderr.contains("holder=preflight/")),
-        "{}",
-        results[0]
-    );
+    assert!(results.iter().any(|d| d.stderr.contains("holder=preflight/")), "{}", results[0]);
 }
 
 #[test]
@@ -70,11 +54,7 @@ fn twenty_concurrent_migrators_apply_each_migration_once_on_mariadb() {
     let s = schema("DO SLEEP(0.5);");
     let m = Migrations::new(&files(&s));
     let url = db.url_for(PASSWORD, "app");
-    let results = crowd(
-        20,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    let results = crowd(20, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     assert_crowd_applied_once(&url, &results);
 }
 
@@ -84,11 +64,7 @@ fn twenty_concurrent_migrators_apply_each_migration_once_on_sqlite() {
     let s = schema("");
     let m = Migrations::new(&files(&s));
     let url = format!("sqlite:{}/app.db", dir.path().display());
-    let results = crowd(
-        20,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    let results = crowd(20, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     assert_crowd_applied_once(&url, &results);
 }
 
@@ -99,17 +75,8 @@ fn a_second_run_is_a_no_op_that_takes_no_lock() {
     let s = schema("");
     let m = Migrations::new(&files(&s));
     let url = pg.url("127.0.0.1");
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
-    let done = preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("schema is current"), "{done}");
     assert!(!done.stderr.contains("lock acquired"), "{done}");
@@ -121,49 +88,21 @@ fn a_failing_migration_leaves_postgres_unchanged_and_the_app_is_not_started() {
     pg.start();
     let url = pg.url("127.0.0.1");
     let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
-    m.add(
-        "2_broken.sql",
-        "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
-    );
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    m.add("2_broken.sql", "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n");
     let marker = m.dir.path().join("app-started");
     let done = preflight(
         None,
-        &[
-            "run",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--",
-            "touch",
-            marker.to_str().unwrap(),
-        ],
+        &["run", "--database-url", &url, "--migrations", m.path(), "--", "touch", marker.to_str().unwrap()],
         LONG,
     );
     done.expect_code(10).expect_no_password();
     assert!(!marker.exists(), "the app started: {done}");
-    for needle in [
-        "2_broken.sql",
-        "line 2",
-        "42P01",
-        "nothing of it was applied",
-    ] {
+    for needle in ["2_broken.sql", "line 2", "42P01", "nothing of it was applied"] {
         assert!(done.stderr.contains(needle), "{needle}: {done}");
     }
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
-    assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'more_items'"
-        ),
-        0
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'more_items'"), 0);
 }
 
 #[test]
@@ -171,34 +110,13 @@ fn a_failing_migration_leaves_sqlite_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}/app.db", dir.path().display());
     let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
-    m.add(
-        "2_broken.sql",
-        "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
-    );
-    let done = preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    m.add("2_broken.sql", "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n");
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(10);
-    assert!(
-        done.stderr.contains("2_broken.sql") && done.stderr.contains("no such table"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("2_broken.sql") && done.stderr.contains("no such table"), "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
-    assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'more_items'"
-        ),
-        0
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'more_items'"), 0);
 }
 
 #[test]
@@ -210,22 +128,11 @@ fn a_failing_migration_on_mariadb_says_the_database_may_be_partly_changed() {
         "1_broken.sql",
         "CREATE TABLE partial (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n",
     )]);
-    let done = preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(10);
-    assert!(
-        done.stderr.contains("partially changed") && done.stderr.contains("1146"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("partially changed") && done.stderr.contains("1146"), "{done}");
     // The next run refuses the dirty state rather than guessing.
-    let again = preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    );
+    let again = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     again.expect_code(11);
     assert!(
         again.stderr.contains("dirty") && again.stderr.contains("DELETE FROM _sqlx_migrations"),
@@ -248,10 +155,7 @@ fn a_changed_file_is_refused_and_a_missing_one_unless_ignored() {
     m.add("2_b.sql", "CREATE TABLE b (id INTEGER);\r\n");
     let done = preflight(None, &args, LONG);
     done.expect_code(12);
-    assert!(
-        done.stderr.contains("2_b.sql") && done.stderr.contains("CRLF"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("2_b.sql") && done.stderr.contains("CRLF"), "{done}");
 
     m.remove("2_b.sql");
     let done = preflight(None, &args, LONG);
@@ -259,14 +163,7 @@ fn a_changed_file_is_refused_and_a_missing_one_unless_ignored() {
     assert!(done.stderr.contains("--ignore-missing"), "{done}");
     let done = preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--ignore-missing",
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--ignore-missing"],
         LONG,
     );
     done.expect_code(0);
@@ -299,20 +196,12 @@ fn readers_start_only_after_the_writer_finishes() {
     );
     reader.wait_for_line(&["waiting for another process to migrate"], LONG);
     assert!(!marker.exists());
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
     let done = reader.finish(LONG);
     done.expect_code(0);
     assert!(marker.exists(), "{done}");
     assert_eq!(sql_i64(&url, count_sql), 2);
-    assert!(
-        !done.stderr.contains("lock"),
-        "a reader takes no lock: {done}"
-    );
+    assert!(!done.stderr.contains("lock"), "a reader takes no lock: {done}");
 }
 
 #[test]
@@ -322,26 +211,13 @@ fn readers_without_a_writer_time_out_with_124() {
     let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
     let done = preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--schema",
-            "wait",
-            "--timeout",
-            "2s",
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--schema", "wait", "--timeout", "2s"],
         LONG,
     );
     done.expect_code(124);
     assert!(done.elapsed < Duration::from_secs(4), "{done}");
     assert_eq!(
-        sql_i64(
-            &format!("{url}?mode=ro"),
-            "SELECT COUNT(*) FROM sqlite_master"
-        ),
+        sql_i64(&format!("{url}?mode=ro"), "SELECT COUNT(*) FROM sqlite_master"),
         0,
         "a reader writes nothing"
     );
@@ -353,96 +229,37 @@ fn stamp_adopts_an_existing_database_without_running_the_migrations() {
     pg.start();
     let url = pg.url("127.0.0.1");
     // The database already has the schema, made by hand (like `alembic stamp head` users).
-    sql_exec(
-        &url,
-        "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);",
-    );
+    sql_exec(&url, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);");
     let s = schema("");
     let m = Migrations::new(&files(&s));
-    let status = preflight(
-        None,
-        &[
-            "status",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--check",
-        ],
-        LONG,
-    );
+    let status =
+        preflight(None, &["status", "--database-url", &url, "--migrations", m.path(), "--check"], LONG);
     status.expect_code(16);
     assert_eq!(status.stdout.matches("pending").count(), 3, "{status}");
 
     preflight(
         None,
-        &[
-            "migrate",
-            "stamp",
-            "20240102000000",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
+        &["migrate", "stamp", "20240102000000", "--database-url", &url, "--migrations", m.path()],
         LONG,
     )
     .expect_code(0);
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM items"),
-        0,
-        "stamp ran no SQL"
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM items"), 0, "stamp ran no SQL");
     let status = preflight(
         None,
-        &[
-            "status",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--format",
-            "json",
-        ],
+        &["status", "--database-url", &url, "--migrations", m.path(), "--format", "json"],
         LONG,
     );
     status.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
-    let states: Vec<&str> = v["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["state"].as_str().unwrap())
-        .collect();
+    let states: Vec<&str> =
+        v["migrations"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["applied", "applied", "pending"], "{status}");
     assert_eq!(v["current"], false);
 
-    preflight(
-        None,
-        &[
-            "migrate",
-            "stamp",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
-        LONG,
-    )
-    .expect_code(0);
-    preflight(
-        None,
-        &[
-            "status",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--check",
-        ],
-        LONG,
-    )
-    .expect_code(0);
+    preflight(None, &["migrate", "stamp", "--database-url", &url, "--migrations", m.path()], LONG)
+        .expect_code(0);
+    preflight(None, &["status", "--database-url", &url, "--migrations", m.path(), "--check"], LONG)
+        .expect_code(0);
 }
 
 #[test]
@@ -451,27 +268,10 @@ fn dry_run_lists_pending_migrations_and_changes_nothing() {
     let url = format!("sqlite:{}/app.db", dir.path().display());
     let s = schema("");
     let m = Migrations::new(&files(&s));
-    let done = preflight(
-        None,
-        &[
-            "migrate",
-            "--dry-run",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
-        LONG,
-    );
+    let done =
+        preflight(None, &["migrate", "--dry-run", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(0);
-    assert_eq!(
-        done.stdout
-            .lines()
-            .filter(|l| l.starts_with("would apply"))
-            .count(),
-        3,
-        "{done}"
-    );
+    assert_eq!(done.stdout.lines().filter(|l| l.starts_with("would apply")).count(), 3, "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"), 0);
 }
 
@@ -485,25 +285,12 @@ fn single_transaction_applies_all_or_nothing() {
         ("2_b.sql", "CREATE TABLE b (id INTEGER);\n"),
         ("3_c.sql", "INSERT INTO nowhere VALUES (1);\n"),
     ]);
-    let args = [
-        "migrate",
-        "--database-url",
-        &url,
-        "--migrations",
-        m.path(),
-        "--single-transaction",
-    ];
+    let args = ["migrate", "--database-url", &url, "--migrations", m.path(), "--single-transaction"];
     let done = preflight(None, &args, LONG);
     done.expect_code(10);
-    assert!(
-        done.stderr.contains("3_c.sql") && done.stderr.contains("whole batch was rolled back"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("3_c.sql") && done.stderr.contains("whole batch was rolled back"), "{done}");
     assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b', '_sqlx_migrations')"
-        ),
+        sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b', '_sqlx_migrations')"),
         1
     );
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 0);
@@ -511,23 +298,14 @@ fn single_transaction_applies_all_or_nothing() {
     m.add("3_c.sql", "CREATE TABLE c (id INTEGER);\n");
     preflight(None, &args, LONG).expect_code(0);
     assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success AND execution_time > 0"
-        ),
+        sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success AND execution_time > 0"),
         3
     );
 
-    m.add(
-        "4_d.sql",
-        "-- no-transaction\nCREATE TABLE d (id INTEGER);\n",
-    );
+    m.add("4_d.sql", "-- no-transaction\nCREATE TABLE d (id INTEGER);\n");
     let done = preflight(None, &args, LONG);
     done.expect_code(10);
-    assert!(
-        done.stderr.contains("no-transaction") && done.stderr.contains("4_d.sql"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("no-transaction") && done.stderr.contains("4_d.sql"), "{done}");
 }
 
 #[test]
@@ -536,22 +314,11 @@ fn a_lock_held_too_long_times_out_naming_the_holder() {
     pg.start();
     let url = pg.url("127.0.0.1");
     let m = Migrations::new(&[("1_slow.sql", "SELECT pg_sleep(4);\n")]);
-    let mut holder = Preflight::spawn(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-    );
+    let mut holder = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrations", m.path()]);
     holder.wait_for_line(&["migration lock acquired"], LONG);
     let done = preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--lock-timeout",
-            "1s",
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--lock-timeout", "1s"],
         LONG,
     );
     done.expect_code(14);
@@ -566,10 +333,7 @@ fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
         let mut pg = Pg::new("127.0.0.1", None);
         pg.start();
         let url = pg.url("127.0.0.1");
-        let m = Migrations::new(&[(
-            "1_slow.sql",
-            "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n",
-        )]);
+        let m = Migrations::new(&[("1_slow.sql", "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n")]);
         let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
         let mut holder = Preflight::spawn(None, &args);
         holder.wait_for_line(&["migration lock acquired"], LONG);
@@ -584,15 +348,9 @@ fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
         m.add("1_slow.sql", "CREATE TABLE half (id INTEGER);\n");
         let done = preflight(None, &args, LONG);
         done.expect_code(0);
-        assert!(
-            done.elapsed < Duration::from_secs(10),
-            "{signal}: the lock was not freed promptly: {done}"
-        );
+        assert!(done.elapsed < Duration::from_secs(10), "{signal}: the lock was not freed promptly: {done}");
         assert!(done.stderr.contains("applied=1"), "{done}");
-        assert_eq!(
-            sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"),
-            1
-        );
+        assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"), 1);
     }
 }
 
@@ -606,53 +364,29 @@ fn sqlx_and_preflight_see_each_others_migrations_as_current() {
     // sqlx's own migrator first.
     let dir = m.dir.path().to_path_buf();
     let url2 = url.clone();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use sqlx::Connection;
-            let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
-            let mut c = sqlx::PgConnection::connect(&url2).await.unwrap();
-            migrator.run_direct(None, &mut c, false).await.unwrap();
-        });
-    preflight(
-        None,
-        &[
-            "status",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--check",
-        ],
-        LONG,
-    )
-    .expect_code(0);
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+        use sqlx::Connection;
+        let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(&url2).await.unwrap();
+        migrator.run_direct(None, &mut c, false).await.unwrap();
+    });
+    preflight(None, &["status", "--database-url", &url, "--migrations", m.path(), "--check"], LONG)
+        .expect_code(0);
 
     // And the reverse, on a second database: preflight first, then sqlx finds nothing to do
     // (it would fail on a checksum mismatch or apply twice on a version it did not see).
     let mut pg2 = Pg::new("127.0.0.1", None);
     pg2.start();
     let url3 = pg2.url("127.0.0.1");
-    preflight(
-        None,
-        &["migrate", "--database-url", &url3, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
+    preflight(None, &["migrate", "--database-url", &url3, "--migrations", m.path()], LONG).expect_code(0);
     let dir = m.dir.path().to_path_buf();
     let url4 = url3.clone();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use sqlx::Connection;
-            let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
-            let mut c = sqlx::PgConnection::connect(&url4).await.unwrap();
-            migrator.run_direct(None, &mut c, false).await.unwrap();
-        });
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+        use sqlx::Connection;
+        let migrator = sqlx::migrate::Migrator::new(dir.join("")).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(&url4).await.unwrap();
+        migrator.run_direct(None, &mut c, false).await.unwrap();
+    });
     assert_eq!(sql_i64(&url3, "SELECT COUNT(*) FROM items"), 2);
     assert_eq!(sql_i64(&url3, "SELECT COUNT(*) FROM _sqlx_migrations"), 3);
 }
@@ -661,10 +395,7 @@ fn reversible() -> Migrations {
     Migrations::new(&[
         ("1_a.up.sql", "CREATE TABLE a (id INTEGER);\n"),
         ("1_a.down.sql", "DROP TABLE a;\n"),
-        (
-            "2_b.up.sql",
-            "CREATE TABLE b (id INTEGER);\nINSERT INTO b VALUES (1);\n",
-        ),
+        ("2_b.up.sql", "CREATE TABLE b (id INTEGER);\nINSERT INTO b VALUES (1);\n"),
         ("2_b.down.sql", "DROP TABLE b;\n"),
     ])
 }
@@ -676,50 +407,21 @@ fn revert_then_apply_again_round_trips_on_postgres() {
     let url = pg.url("127.0.0.1");
     let m = reversible();
     let tables = "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')";
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
     assert_eq!(sql_i64(&url, tables), 2);
 
-    let done = preflight(
-        None,
-        &[
-            "migrate",
-            "revert",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
-        LONG,
-    );
+    let done =
+        preflight(None, &["migrate", "revert", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("reverted version=2"), "{done}");
     assert_eq!(sql_i64(&url, tables), 1);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
 
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
     assert_eq!(sql_i64(&url, tables), 2);
     preflight(
         None,
-        &[
-            "migrate",
-            "revert",
-            "--to",
-            "0",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
+        &["migrate", "revert", "--to", "0", "--database-url", &url, "--migrations", m.path()],
         LONG,
     )
     .expect_code(0);
@@ -732,24 +434,9 @@ fn revert_refuses_a_migration_without_a_down_file_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}/app.db", dir.path().display());
     let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
-    let done = preflight(
-        None,
-        &[
-            "migrate",
-            "revert",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
-        LONG,
-    );
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    let done =
+        preflight(None, &["migrate", "revert", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(10);
     assert!(done.stderr.contains("1_a.sql has no .down.sql"), "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1);
@@ -761,59 +448,19 @@ fn reset_is_refused_without_the_flag_and_rebuilds_from_zero_with_it() {
     pg.start();
     let url = pg.url("127.0.0.1");
     let m = reversible();
-    preflight(
-        None,
-        &["migrate", "--database-url", &url, "--migrations", m.path()],
-        LONG,
-    )
-    .expect_code(0);
-    sql_exec(
-        &url,
-        "INSERT INTO b VALUES (2), (3); CREATE TABLE stray (id INTEGER);",
-    );
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    sql_exec(&url, "INSERT INTO b VALUES (2), (3); CREATE TABLE stray (id INTEGER);");
 
-    let done = preflight(
-        None,
-        &[
-            "migrate",
-            "reset",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-        ],
-        LONG,
-    );
+    let done = preflight(None, &["migrate", "reset", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(2);
     assert!(done.stderr.contains("--confirm-destroy-all-data"), "{done}");
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM b"),
-        3,
-        "refused means untouched"
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM b"), 3, "refused means untouched");
 
-    let args = [
-        "migrate",
-        "reset",
-        "--confirm-destroy-all-data",
-        "--database-url",
-        &url,
-        "--migrations",
-        m.path(),
-    ];
+    let args =
+        ["migrate", "reset", "--confirm-destroy-all-data", "--database-url", &url, "--migrations", m.path()];
     preflight(None, &args, LONG).expect_code(0);
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM b"),
-        1,
-        "only the seed row is back"
-    );
-    assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'stray'"
-        ),
-        0
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM b"), 1, "only the seed row is back");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'stray'"), 0);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 2);
 }
 
@@ -823,60 +470,28 @@ fn sqlite_backups_are_written_before_migrating_and_pruned() {
     let db = dir.path().join("app.db");
     let url = format!("sqlite:{}", db.display());
     let backups = dir.path().join("backups");
-    let m = Migrations::new(&[(
-        "1_a.sql",
-        "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (1);\n",
-    )]);
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (1);\n")]);
     let args = |extra: &[&str]| {
-        let mut v = vec![
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--backup",
-        ];
-        v.extend_from_slice(&[
-            "--backup-dir",
-            backups.to_str().unwrap(),
-            "--backup-keep",
-            "2",
-        ]);
+        let mut v = vec!["migrate", "--database-url", &url, "--migrations", m.path(), "--backup"];
+        v.extend_from_slice(&["--backup-dir", backups.to_str().unwrap(), "--backup-keep", "2"]);
         v.extend_from_slice(extra);
         v.into_iter().map(str::to_owned).collect::<Vec<_>>()
     };
     let list = || {
         let mut v: Vec<String> = std::fs::read_dir(&backups)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         v.sort();
         v
     };
-    let run = |a: Vec<String>| {
-        preflight(
-            None,
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            LONG,
-        )
-    };
+    let run = |a: Vec<String>| preflight(None, &a.iter().map(String::as_str).collect::<Vec<_>>(), LONG);
     run(args(&[])).expect_code(0);
-    assert_eq!(
-        list().len(),
-        1,
-        "a backup is taken before the first migration"
-    );
+    assert_eq!(list().len(), 1, "a backup is taken before the first migration");
     // Nothing pending: no backup.
     run(args(&[])).expect_code(0);
     assert_eq!(list().len(), 1);
     for i in 2..=4 {
-        m.add(
-            &format!("{i}_more.sql"),
-            &format!("INSERT INTO a VALUES ({i});\n"),
-        );
+        m.add(&format!("{i}_more.sql"), &format!("INSERT INTO a VALUES ({i});\n"));
         run(args(&[])).expect_code(0);
     }
     let kept = list();
@@ -894,58 +509,30 @@ fn a_failing_backup_command_stops_before_any_migration() {
     let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
     let done = preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--backup-command",
-            "sh -c 'exit 7'",
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--backup-command", "sh -c 'exit 7'"],
         LONG,
     );
     done.expect_code(15).expect_no_password();
     assert!(done.stderr.contains("no migration ran"), "{done}");
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"),
-        0
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"), 0);
 
     // A working command sees $DATABASE_URL-style expansion and the stamp.
     let out = m.dir.path().join("dump-marker");
-    let cmd = format!(
-        "sh -c 'echo \"$1\" > {}' sh ${{PREFLIGHT_BACKUP_STAMP}}",
-        out.display()
-    );
+    let cmd = format!("sh -c 'echo \"$1\" > {}' sh ${{PREFLIGHT_BACKUP_STAMP}}", out.display());
     preflight(
         None,
-        &[
-            "migrate",
-            "--database-url",
-            &url,
-            "--migrations",
-            m.path(),
-            "--backup-command",
-            &cmd,
-        ],
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--backup-command", &cmd],
         LONG,
     )
     .expect_code(0);
     let stamp = std::fs::read_to_string(&out).unwrap();
-    assert!(
-        stamp.trim().ends_with('Z') && stamp.trim().len() == 19,
-        "{stamp:?}"
-    );
+    assert!(stamp.trim().ends_with('Z') && stamp.trim().len() == 19, "{stamp:?}");
 }
 
 fn alembic() -> (String, String) {
     let root = env!("CARGO_MANIFEST_DIR");
     let bin = format!("{root}/target/test-venv/bin/alembic");
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "{bin} is missing: run scripts/install-test-deps.sh"
-    );
+    assert!(std::path::Path::new(&bin).exists(), "{bin} is missing: run scripts/install-test-deps.sh");
     (bin, format!("{root}/tests/fixtures/alembic/alembic.ini"))
 }
 
@@ -957,10 +544,7 @@ fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
     let (alembic, ini) = alembic();
     let upgrade = format!("{alembic} -c {ini} upgrade head");
     let check = format!("{alembic} -c {ini} current --check-heads");
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("PYTHONDONTWRITEBYTECODE", "1"),
-    ];
+    let env = [("DATABASE_URL", url.as_str()), ("PYTHONDONTWRITEBYTECODE", "1")];
     // A reader first: it waits, taking no lock, until the check command passes.
     let reader = Preflight::spawn_with(
         None,
@@ -983,24 +567,12 @@ fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
     for w in writers {
         let done = w.finish(LONG);
         done.expect_code(0).expect_no_password();
-        assert!(
-            !done.stderr.contains("already exists") && !done.stderr.contains("Traceback"),
-            "{done}"
-        );
+        assert!(!done.stderr.contains("already exists") && !done.stderr.contains("Traceback"), "{done}");
     }
     let done = reader.finish(LONG);
     done.expect_code(0);
-    assert!(
-        !done.stderr.contains("lock"),
-        "a reader takes no lock: {done}"
-    );
-    assert_eq!(
-        sql_i64(
-            &url,
-            "SELECT COUNT(*) FROM alembic_version WHERE version_num = '0002'"
-        ),
-        1
-    );
+    assert!(!done.stderr.contains("lock"), "a reader takes no lock: {done}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM alembic_version WHERE version_num = '0002'"), 1);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM alembic_version"), 1);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM notes"), 1);
 }
@@ -1052,9 +624,5 @@ fn schema_skip_neither_migrates_nor_waits() {
     );
     done.expect_code(0);
     assert_eq!(done.stdout.trim(), "app ran");
-    assert_eq!(
-        sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"),
-        0,
-        "nothing was migrated"
-    );
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"), 0, "nothing was migrated");
 }

@@ -49,18 +49,8 @@ fn postgres_answering_57p03_on_an_open_port_is_not_ready_until_logins_work() {
     let mut pg = Pg::new("127.0.0.1", None).into_standby();
     pg.start_standby();
     let url = pg.url("127.0.0.1");
-    let mut p = Preflight::spawn(
-        None,
-        &[
-            "wait",
-            "--database-url",
-            &url,
-            "--timeout",
-            "30s",
-            "--log-level",
-            "debug",
-        ],
-    );
+    let mut p =
+        Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "30s", "--log-level", "debug"]);
     let line = p.wait_for_line(&["attempt failed", "57P03"], LONG);
     assert!(line.contains("class=not_ready"), "{line}");
     // Still waiting through several more 57P03 answers: an open port is not "ready".
@@ -85,10 +75,7 @@ fn wrong_password_fails_fast_on_postgres_without_echoing_it() {
     let done = preflight(None, &["wait", "--database-url", &url], LONG);
     done.expect_code(3);
     assert!(done.elapsed < Duration::from_secs(2), "{done}");
-    assert!(
-        done.stderr.contains("28P01") && done.stderr.contains("password"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("28P01") && done.stderr.contains("password"), "{done}");
     assert!(!done.stderr.contains("wrong-Pa55word"), "{done}");
 }
 
@@ -96,15 +83,7 @@ fn wrong_password_fails_fast_on_postgres_without_echoing_it() {
 fn wrong_password_fails_fast_on_mariadb_without_echoing_it() {
     let mut db = MariaDb::new();
     db.start();
-    let done = preflight(
-        None,
-        &[
-            "wait",
-            "--database-url",
-            &db.url_for("wrong-Pa55word", "app"),
-        ],
-        LONG,
-    );
+    let done = preflight(None, &["wait", "--database-url", &db.url_for("wrong-Pa55word", "app")], LONG);
     done.expect_code(3);
     assert!(done.elapsed < Duration::from_secs(2), "{done}");
     assert!(done.stderr.contains("1045"), "{done}");
@@ -117,17 +96,13 @@ fn missing_database_fails_fast_on_both_servers() {
     pg.start();
     let mut my = MariaDb::new();
     my.start();
-    for (url, code) in [
-        (pg.url_for("127.0.0.1", PASSWORD, "nosuchdb"), "3D000"),
-        (my.url_for(PASSWORD, "nosuchdb"), "1049"),
-    ] {
+    for (url, code) in
+        [(pg.url_for("127.0.0.1", PASSWORD, "nosuchdb"), "3D000"), (my.url_for(PASSWORD, "nosuchdb"), "1049")]
+    {
         let done = preflight(None, &["wait", "--database-url", &url], LONG);
         done.expect_code(3).expect_no_password();
         assert!(done.elapsed < Duration::from_secs(2), "{done}");
-        assert!(
-            done.stderr.contains(code) && done.stderr.contains("create the database"),
-            "{done}"
-        );
+        assert!(done.stderr.contains(code) && done.stderr.contains("create the database"), "{done}");
     }
 }
 
@@ -139,10 +114,7 @@ fn tls_required_by_the_url_but_not_offered_fails_fast() {
     let done = preflight(None, &["wait", "--database-url", &url], LONG);
     done.expect_code(3).expect_no_password();
     assert!(done.elapsed < Duration::from_secs(2), "{done}");
-    assert!(
-        done.stderr.contains("TLS") && done.stderr.contains("sslmode"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("TLS") && done.stderr.contains("sslmode"), "{done}");
 }
 
 #[test]
@@ -150,18 +122,8 @@ fn retry_login_errors_keeps_waiting_until_the_deadline() {
     let mut pg = Pg::new("127.0.0.1", None);
     pg.start();
     let url = pg.url_for("127.0.0.1", PASSWORD, "nosuchdb");
-    let done = preflight(
-        None,
-        &[
-            "wait",
-            "--database-url",
-            &url,
-            "--retry-login-errors",
-            "--timeout",
-            "1s",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(None, &["wait", "--database-url", &url, "--retry-login-errors", "--timeout", "1s"], LONG);
     done.expect_code(124).expect_no_password();
     assert!(done.stderr.contains("3D000"), "{done}");
 }
@@ -172,25 +134,11 @@ fn malformed_url_fails_fast_with_a_usage_error_and_no_password() {
     let done = preflight(None, &["wait", "--database-url", &url], LONG);
     done.expect_code(2).expect_no_password();
     assert!(done.elapsed < Duration::from_secs(2), "{done}");
-    assert!(
-        done.stderr.contains("malformed URL") && done.stderr.contains("DATABASE_URL"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("malformed URL") && done.stderr.contains("DATABASE_URL"), "{done}");
 
-    let done = preflight(
-        None,
-        &[
-            "wait",
-            "--database-url",
-            &format!("redis://u:{PASSWORD}@h/0"),
-        ],
-        LONG,
-    );
+    let done = preflight(None, &["wait", "--database-url", &format!("redis://u:{PASSWORD}@h/0")], LONG);
     done.expect_code(2).expect_no_password();
-    assert!(
-        done.stderr.contains("unsupported database URL scheme"),
-        "{done}"
-    );
+    assert!(done.stderr.contains("unsupported database URL scheme"), "{done}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,17 +151,8 @@ fn wait_succeeds_when_only_ipv6_address_listens_behind_an_aaaa_only_name() {
     ns.set_hosts("fd00:5::10 db.internal\n");
     let mut pg = Pg::new("fd00:5::10", Some(&ns.name));
     pg.start();
-    let done = preflight(
-        Some(&ns),
-        &[
-            "wait",
-            "--database-url",
-            &pg.url("db.internal"),
-            "--timeout",
-            "10s",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(Some(&ns), &["wait", "--database-url", &pg.url("db.internal"), "--timeout", "10s"], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("address=[fd00:5::10]"), "{done}");
 }
@@ -226,17 +165,8 @@ fn dead_ipv4_address_does_not_delay_a_live_ipv6_one() {
     ns.set_hosts("192.0.2.10 dual.internal\nfd00:5::10 dual.internal\n");
     let mut pg = Pg::new("fd00:5::10", Some(&ns.name));
     pg.start();
-    let done = preflight(
-        Some(&ns),
-        &[
-            "wait",
-            "--database-url",
-            &pg.url("dual.internal"),
-            "--timeout",
-            "10s",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(Some(&ns), &["wait", "--database-url", &pg.url("dual.internal"), "--timeout", "10s"], LONG);
     done.expect_code(0);
     assert!(done.elapsed < Duration::from_secs(1), "{done}");
 }
@@ -249,17 +179,8 @@ fn dead_ipv6_address_costs_one_stagger_before_a_live_ipv4_one() {
     ns.set_hosts("fd00:dead::10 dual.internal\n127.0.0.1 dual.internal\n");
     let mut pg = Pg::new("127.0.0.1", Some(&ns.name));
     pg.start();
-    let done = preflight(
-        Some(&ns),
-        &[
-            "wait",
-            "--database-url",
-            &pg.url("dual.internal"),
-            "--timeout",
-            "10s",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(Some(&ns), &["wait", "--database-url", &pg.url("dual.internal"), "--timeout", "10s"], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("address=127.0.0.1"), "{done}");
     assert!(done.elapsed < Duration::from_secs(1), "{done}");
@@ -272,11 +193,7 @@ fn ipv6_loopback_literal_works() {
     let done = preflight(None, &["wait", "--database-url", &pg.url("[::1]")], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("address=[::1]"), "{done}");
-    let done = preflight(
-        None,
-        &["wait", "--wait-for", &format!("tcp://[::1]:{}", pg.port)],
-        LONG,
-    );
+    let done = preflight(None, &["wait", "--wait-for", &format!("tcp://[::1]:{}", pg.port)], LONG);
     done.expect_code(0);
 }
 
@@ -287,13 +204,7 @@ fn a_name_added_to_dns_while_waiting_is_picked_up() {
     pg.start();
     let mut p = Preflight::spawn(
         Some(&ns),
-        &[
-            "wait",
-            "--database-url",
-            &pg.url("late.internal"),
-            "--timeout",
-            "20s",
-        ],
+        &["wait", "--database-url", &pg.url("late.internal"), "--timeout", "20s"],
     );
     p.wait_for_line(&["waiting", "class=dns"], LONG);
     ns.set_hosts("127.0.0.1 late.internal\n");
@@ -308,17 +219,8 @@ fn a_name_added_to_dns_while_waiting_is_picked_up() {
 #[test]
 fn a_target_that_never_comes_up_ends_with_124_at_the_deadline() {
     let port = free_port();
-    let done = preflight(
-        None,
-        &[
-            "wait",
-            "--wait-for",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--timeout",
-            "2s",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(None, &["wait", "--wait-for", &format!("tcp://127.0.0.1:{port}"), "--timeout", "2s"], LONG);
     done.expect_code(124);
     assert!(done.elapsed >= Duration::from_secs(2), "{done}");
     assert!(done.elapsed < Duration::from_secs(3), "{done}");
@@ -332,14 +234,9 @@ fn sigterm_during_wait_exits_143_promptly_and_never_starts_the_command() {
     let port = free_port();
     let target = format!("tcp://127.0.0.1:{port}");
     let marker_arg = marker.to_str().unwrap();
-    for (signal, code) in [
-        (nix::sys::signal::Signal::SIGTERM, 143),
-        (nix::sys::signal::Signal::SIGINT, 130),
-    ] {
-        let mut p = Preflight::spawn(
-            None,
-            &["run", "--wait-for", &target, "--", "touch", marker_arg],
-        );
+    for (signal, code) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGINT, 130)]
+    {
+        let mut p = Preflight::spawn(None, &["run", "--wait-for", &target, "--", "touch", marker_arg]);
         p.wait_for_line(&["waiting"], LONG);
         let sent = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), signal).unwrap();
@@ -371,21 +268,14 @@ fn json_logs_are_one_object_per_line() {
     done.expect_code(124);
     let mut levels = std::collections::BTreeSet::new();
     for line in done.stderr.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         for key in ["timestamp", "level", "message"] {
             assert!(v.get(key).is_some(), "no {key} in {line}");
         }
         levels.insert(v["level"].as_str().unwrap().to_owned());
     }
-    assert!(
-        levels.contains("DEBUG") && levels.contains("ERROR"),
-        "{levels:?}"
-    );
-    assert!(
-        done.stderr.contains("\"message\":\"still waiting\""),
-        "{done}"
-    );
+    assert!(levels.contains("DEBUG") && levels.contains("ERROR"), "{levels:?}");
+    assert!(done.stderr.contains("\"message\":\"still waiting\""), "{done}");
 }
 
 /// An HTTP server that answers each request with `status` after `delay`.
@@ -399,10 +289,8 @@ fn slow_http(status: u16, delay: Duration) -> u16 {
                 let mut buf = [0u8; 1024];
                 let _ = stream.read(&mut buf);
                 std::thread::sleep(delay);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
+                let _ =
+                    write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             });
         }
     });
@@ -436,13 +324,7 @@ fn http_status_other_than_2xx_is_not_ready() {
     let port = slow_http(503, Duration::ZERO);
     let done = preflight(
         None,
-        &[
-            "wait",
-            "--wait-for",
-            &format!("http://127.0.0.1:{port}/"),
-            "--timeout",
-            "1s",
-        ],
+        &["wait", "--wait-for", &format!("http://127.0.0.1:{port}/"), "--timeout", "1s"],
         LONG,
     );
     done.expect_code(124);
@@ -469,26 +351,11 @@ fn sqlite_waits_for_its_volume_directory() {
 fn run_execs_the_command_in_place_after_the_wait() {
     let root = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}/app.db", root.path().display());
-    let done = preflight(
-        None,
-        &[
-            "run",
-            "--database-url",
-            &url,
-            "--",
-            "sh",
-            "-c",
-            "echo pid=$$; exit 42",
-        ],
-        LONG,
-    );
+    let done =
+        preflight(None, &["run", "--database-url", &url, "--", "sh", "-c", "echo pid=$$; exit 42"], LONG);
     done.expect_code(42);
     // exec, not spawn: the shell has preflight's pid, which the "starting" line logged.
-    let pid = done
-        .stdout
-        .trim()
-        .strip_prefix("pid=")
-        .expect("the command printed its pid");
+    let pid = done.stdout.trim().strip_prefix("pid=").expect("the command printed its pid");
     assert!(done.stderr.contains(&format!("pid={pid} ")), "{done}");
 }
 
@@ -496,10 +363,7 @@ fn run_execs_the_command_in_place_after_the_wait() {
 fn command_not_found_is_127_and_not_executable_is_126() {
     let done = preflight(None, &["run", "--", "no-such-command-xyz"], LONG);
     done.expect_code(127);
-    assert!(
-        done.stderr.contains("no-such-command-xyz") && done.stderr.contains("PATH="),
-        "{done}"
-    );
+    assert!(done.stderr.contains("no-such-command-xyz") && done.stderr.contains("PATH="), "{done}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script");
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
@@ -518,10 +382,6 @@ fn postgres_over_a_unix_socket_with_the_password_in_the_query() {
     );
     let done = preflight(None, &["wait", "--database-url", &url], LONG);
     done.expect_code(0).expect_no_password();
-    assert!(
-        done.stderr
-            .contains(&format!("address={}", pg.data.display())),
-        "{done}"
-    );
+    assert!(done.stderr.contains(&format!("address={}", pg.data.display())), "{done}");
     assert!(done.stderr.contains("password=***"), "{done}");
 }

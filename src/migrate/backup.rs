@@ -14,20 +14,14 @@ use crate::exit::Exit;
 #[derive(Debug, Clone)]
 pub enum Backup {
     /// `VACUUM INTO <dir>/<stem>-<stamp>.db`, keeping the newest `keep` such files.
-    Sqlite {
-        dir: PathBuf,
-        stem: String,
-        keep: usize,
-    },
+    Sqlite { dir: PathBuf, stem: String, keep: usize },
     /// A command, split into argv; `$VAR` is expanded when it runs.
     Command(Vec<String>),
 }
 
 /// A UTC timestamp that sorts as it reads: `20261122T194000123Z`.
 pub fn stamp(now: SystemTime) -> String {
-    humantime::format_rfc3339_millis(now)
-        .to_string()
-        .replace(['-', ':', '.'], "")
+    humantime::format_rfc3339_millis(now).to_string().replace(['-', ':', '.'], "")
 }
 
 pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
@@ -66,10 +60,7 @@ pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
             let env = [("PREFLIGHT_BACKUP_STAMP", stamp.as_str())];
             let status = super::run_command(&argv, "backup command", &env).await?;
             if !status.success() {
-                return Err(failed(format!(
-                    "the backup command '{}' failed ({status})",
-                    argv[0]
-                )));
+                return Err(failed(format!("the backup command '{}' failed ({status})", argv[0])));
             }
             info!(command = %argv[0], "backup command done");
             Ok(())
@@ -79,9 +70,7 @@ pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
 
 fn failed(why: String) -> Error {
     Error::Migrate {
-        message: format!(
-            "backup failed, so no migration ran: {why}; fix the backup or drop --backup"
-        ),
+        message: format!("backup failed, so no migration ran: {why}; fix the backup or drop --backup"),
         exit: Exit::BackupFailed,
     }
 }
@@ -95,15 +84,10 @@ fn prune(dir: &Path, stem: &str, keep: usize) -> Vec<PathBuf> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     name.strip_prefix(&prefix)
                         .and_then(|rest| rest.strip_suffix(".db"))
-                        .is_some_and(|s| {
-                            s.len() == 19 && s.ends_with('Z') && s.as_bytes()[8] == b'T'
-                        })
+                        .is_some_and(|s| s.len() == 19 && s.ends_with('Z') && s.as_bytes()[8] == b'T')
                 })
                 .collect()
         })
@@ -135,10 +119,7 @@ pub fn expand(arg: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
             }
             Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
                 let mut name = String::new();
-                while let Some(c) = chars
-                    .peek()
-                    .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
-                {
+                while let Some(c) = chars.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
                     name.push(*c);
                     chars.next();
                 }
@@ -163,10 +144,7 @@ mod tests {
         };
         assert_eq!(expand("$DATABASE_URL", env), "postgres://x");
         assert_eq!(expand("/b/app-${S}.dump", env), "/b/app-1.dump");
-        assert_eq!(
-            expand("cost $$5 and $ alone, $NOPE.", env),
-            "cost $5 and $ alone, ."
-        );
+        assert_eq!(expand("cost $$5 and $ alone, $NOPE.", env), "cost $5 and $ alone, .");
     }
 
     #[test]
@@ -180,11 +158,7 @@ mod tests {
     #[test]
     fn prune_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        for s in [
-            "20260101T000000000Z",
-            "20260102T000000000Z",
-            "20260103T000000000Z",
-        ] {
+        for s in ["20260101T000000000Z", "20260102T000000000Z", "20260103T000000000Z"] {
             std::fs::write(dir.path().join(format!("app-{s}.db")), "").unwrap();
         }
         std::fs::write(dir.path().join("app.db"), "").unwrap();

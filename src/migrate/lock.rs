@@ -35,10 +35,7 @@ use crate::wait::{Backoff, millis};
 
 /// How a waiter polls: the first retry within 100 ms, then a random delay of up to 2 s (1 s on
 /// average once grown), so 200 waiters cost the server about 200 short logins a second.
-const POLL: Backoff = Backoff {
-    base: Duration::from_millis(100),
-    cap: Duration::from_secs(2),
-};
+const POLL: Backoff = Backoff { base: Duration::from_millis(100), cap: Duration::from_secs(2) };
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The lock, held. Release it with [`LockGuard::release`]; dropping it also releases it (the
@@ -52,9 +49,7 @@ pub struct LockGuard {
 
 impl LockGuard {
     pub fn conn(&mut self) -> &mut DbConn {
-        self.conn
-            .as_mut()
-            .expect("the connection is only taken by release()")
+        self.conn.as_mut().expect("the connection is only taken by release()")
     }
 
     pub async fn release(mut self) {
@@ -77,10 +72,7 @@ pub async fn acquire(
     timeout: Duration,
     stagger: Duration,
 ) -> Result<LockGuard, Error> {
-    if let TargetKind::Sqlite {
-        path: Some(path), ..
-    } = &target.kind
-    {
+    if let TargetKind::Sqlite { path: Some(path), .. } = &target.kind {
         if let Some(conn) = first {
             conn.close().await;
         }
@@ -120,15 +112,8 @@ pub async fn acquire(
         match result {
             Ok((true, k)) => {
                 let waited = start.elapsed();
-                info!(
-                    waited_ms = millis(waited),
-                    attempts, "migration lock acquired"
-                );
-                return Ok(LockGuard {
-                    conn: Some(conn),
-                    key: k,
-                    _file: None,
-                });
+                info!(waited_ms = millis(waited), attempts, "migration lock acquired");
+                return Ok(LockGuard { conn: Some(conn), key: k, _file: None });
             }
             Ok((false, k)) => {
                 key = Some(k);
@@ -184,20 +169,12 @@ async fn sleep_or_timeout(rng: &mut StdRng, attempts: u32, deadline: Instant) ->
 }
 
 fn dependency(target: &Target, failure: Failure) -> Error {
-    Error::Dependency {
-        target: target.name.clone(),
-        failure,
-    }
+    Error::Dependency { target: target.name.clone(), failure }
 }
 
 fn lock_timeout(target: &Target, timeout: Duration, holder: Option<Holder>) -> Error {
     let who = holder.map_or_else(String::new, |h| {
-        format!(
-            " (held by {} from {} for {}s)",
-            h.name,
-            h.client,
-            h.held_for.as_secs()
-        )
+        format!(" (held by {} from {} for {}s)", h.name, h.client, h.held_for.as_secs())
     });
     Error::Migrate {
         message: format!(
@@ -273,12 +250,6 @@ async fn acquire_file(
     };
     let waited = start.elapsed();
     info!(waited_ms = millis(waited), lock_file = %path.display(), "migration lock acquired");
-    let (conn, _) = db::connect(target, stagger)
-        .await
-        .map_err(|f| dependency(target, f))?;
-    Ok(LockGuard {
-        conn: Some(conn),
-        key: 0,
-        _file: Some(locked),
-    })
+    let (conn, _) = db::connect(target, stagger).await.map_err(|f| dependency(target, f))?;
+    Ok(LockGuard { conn: Some(conn), key: 0, _file: Some(locked) })
 }

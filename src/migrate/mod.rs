@@ -37,10 +37,7 @@ pub enum Source {
     /// A directory of sqlx-format SQL files.
     Dir(PathBuf),
     /// The project's own tool, e.g. `alembic upgrade head`, already split into argv.
-    Command {
-        argv: Vec<String>,
-        check: Option<Vec<String>>,
-    },
+    Command { argv: Vec<String>, check: Option<Vec<String>> },
 }
 
 /// What this process does about the schema.
@@ -95,7 +92,10 @@ async fn load(dir: &Path) -> Result<Migrations, Error> {
         )));
     }
     let migrator = Migrator::new(dir.to_path_buf()).await.map_err(|e| {
-        Error::Config(format!("cannot read migrations from {}: {e}; file names look like 20240101120000_add_users.sql", dir.display()))
+        Error::Config(format!(
+            "cannot read migrations from {}: {e}; file names look like 20240101120000_add_users.sql",
+            dir.display()
+        ))
     })?;
     let files = file_names(dir);
     let down: Vec<i64> = migrator
@@ -118,11 +118,7 @@ async fn load(dir: &Path) -> Result<Migrations, Error> {
             reversible: down.contains(&m.version),
         })
         .collect();
-    Ok(Migrations {
-        migrator,
-        local,
-        dir: dir.to_path_buf(),
-    })
+    Ok(Migrations { migrator, local, dir: dir.to_path_buf() })
 }
 
 /// version → file name of the up migration, for messages.
@@ -178,9 +174,9 @@ pub async fn run(
             apply_command(target, config, argv, check.as_deref(), policy, first).await
         }
         (Source::Command { check, .. }, SchemaMode::Wait) => {
-            let check = check.as_deref().expect(
-                "config requires --schema-check-command with --schema wait and a command source",
-            );
+            let check = check
+                .as_deref()
+                .expect("config requires --schema-check-command with --schema wait and a command source");
             wait_command(check, policy, deadline).await
         }
     }
@@ -195,21 +191,12 @@ async fn connect(target: &Target, policy: &WaitPolicy, until: Instant) -> Result
         match db::connect(target, policy.stagger).await {
             Ok((conn, _)) => return Ok(conn),
             Err(failure) if failure.class.is_permanent() || Instant::now() >= until => {
-                return Err(Error::Dependency {
-                    target: target.name.clone(),
-                    failure,
-                });
+                return Err(Error::Dependency { target: target.name.clone(), failure });
             }
             Err(failure) => {
                 debug!(error = %failure.message, class = %failure.class, "cannot connect yet; retrying");
                 failures = failures.saturating_add(1);
-                tokio::time::sleep(
-                    policy
-                        .backoff
-                        .delay(failures, &mut rng)
-                        .max(policy.backoff.base),
-                )
-                .await;
+                tokio::time::sleep(policy.backoff.delay(failures, &mut rng).max(policy.backoff.base)).await;
             }
         }
     }
@@ -249,11 +236,7 @@ async fn apply_dir(
     let result = apply_locked(target, config, local, action, guard.conn()).await;
     guard.release().await;
     let applied_now = result?;
-    info!(
-        applied = applied_now,
-        elapsed_ms = millis(started.elapsed()),
-        "migrations done"
-    );
+    info!(applied = applied_now, elapsed_ms = millis(started.elapsed()), "migrations done");
     Ok(())
 }
 
@@ -267,34 +250,23 @@ async fn fast_path(
     conn: &mut DbConn,
     started: Instant,
 ) -> Result<bool, Error> {
-    let applied = store::read_applied(conn)
-        .await
-        .map_err(|e| db_error(target, &e))?;
+    let applied = store::read_applied(conn).await.map_err(|e| db_error(target, &e))?;
     let plan = Plan::new(&local.local, &applied);
     // A dirty row read without the lock may be a MySQL migration in progress (sqlx records
     // success = false before running it): only the lock holder's view of it is final.
     let dry_run = action == (Action::Apply { dry_run: true });
-    let dirty_now =
-        !dry_run && matches!(plan.problem(config.ignore_missing), Some(Problem::Dirty(_)));
+    let dirty_now = !dry_run && matches!(plan.problem(config.ignore_missing), Some(Problem::Dirty(_)));
     if let Some(problem) = plan.problem(config.ignore_missing).filter(|_| !dirty_now) {
         return Err(problem_error(problem, &local.dir, is_mysql(&target.kind)));
     }
     let pending = pending_for(&plan, action);
     if pending.is_empty() && !dirty_now {
-        info!(
-            applied = applied.len(),
-            elapsed_ms = millis(started.elapsed()),
-            "schema is current"
-        );
+        info!(applied = applied.len(), elapsed_ms = millis(started.elapsed()), "schema is current");
         return Ok(true);
     }
     if dry_run {
         for v in &pending {
-            let m = local
-                .local
-                .iter()
-                .find(|l| l.version == *v)
-                .expect("pending comes from local");
+            let m = local.local.iter().find(|l| l.version == *v).expect("pending comes from local");
             println!("would apply {} {}", m.version, m.file);
         }
         info!(pending = pending.len(), "dry run: nothing was changed");
@@ -324,16 +296,10 @@ async fn apply_locked(
         if let Some(b) = &config.backup {
             backup::take(b, conn).await?;
         }
-        store::drop_all(conn)
-            .await
-            .map_err(|e| db_error(target, &e))?;
-        warn!(
-            "reset: every object in the database was dropped; applying every migration from zero"
-        );
+        store::drop_all(conn).await.map_err(|e| db_error(target, &e))?;
+        warn!("reset: every object in the database was dropped; applying every migration from zero");
     }
-    let applied = store::read_applied(conn)
-        .await
-        .map_err(|e| db_error(target, &e))?;
+    let applied = store::read_applied(conn).await.map_err(|e| db_error(target, &e))?;
     let plan = Plan::new(&local.local, &applied);
     if let Some(problem) = plan.problem(config.ignore_missing) {
         return Err(problem_error(problem, &local.dir, mysql));
@@ -346,22 +312,15 @@ async fn apply_locked(
         info!("another process applied the migrations while we waited for the lock");
         return Ok(0);
     }
-    if let (Some(b), false) = (
-        &config.backup,
-        matches!(action, Action::Stamp(_) | Action::Reset),
-    ) {
+    if let (Some(b), false) = (&config.backup, matches!(action, Action::Stamp(_) | Action::Reset)) {
         backup::take(b, conn).await?;
     }
-    store::ensure_table(conn)
-        .await
-        .map_err(|e| migrate_error(target, local, e, mysql, 0))?;
+    store::ensure_table(conn).await.map_err(|e| migrate_error(target, local, e, mysql, 0))?;
     let migrations: Vec<&Migration> = pending.iter().map(|v| up(local, *v)).collect();
 
     if let Action::Stamp(_) = action {
         for m in &migrations {
-            store::stamp(conn, m)
-                .await
-                .map_err(|e| db_error(target, &e))?;
+            store::stamp(conn, m).await.map_err(|e| db_error(target, &e))?;
             info!(version = m.version, description = %m.description, "stamped as applied");
         }
         return Ok(migrations.len());
@@ -386,10 +345,8 @@ async fn apply_locked(
                 Ok(migrations.len())
             }
             Err((version, e)) => {
-                let which = version.map_or_else(
-                    || "the batch".to_owned(),
-                    |v| format!("migration {}", file_of(local, v)),
-                );
+                let which = version
+                    .map_or_else(|| "the batch".to_owned(), |v| format!("migration {}", file_of(local, v)));
                 let line = version.and_then(|v| error_line(&e, up(local, v)));
                 Err(Error::Migrate {
                     message: format!(
@@ -421,11 +378,7 @@ fn is_mysql(kind: &crate::target::TargetKind) -> bool {
 }
 
 fn file_of(local: &Migrations, version: i64) -> String {
-    local
-        .local
-        .iter()
-        .find(|l| l.version == version)
-        .map_or_else(|| version.to_string(), |l| l.file.clone())
+    local.local.iter().find(|l| l.version == version).map_or_else(|| version.to_string(), |l| l.file.clone())
 }
 
 /// The 1-based line of the statement's error position, when PostgreSQL gives one.
@@ -433,32 +386,18 @@ fn error_line(e: &sqlx::Error, m: &Migration) -> Option<usize> {
     let db = e.as_database_error()?;
     let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
     match pg.position()? {
-        sqlx::postgres::PgErrorPosition::Original(chars) => Some(
-            m.sql
-                .as_str()
-                .chars()
-                .take(chars.saturating_sub(1))
-                .filter(|c| *c == '\n')
-                .count()
-                + 1,
-        ),
+        sqlx::postgres::PgErrorPosition::Original(chars) => {
+            Some(m.sql.as_str().chars().take(chars.saturating_sub(1)).filter(|c| *c == '\n').count() + 1)
+        }
         _ => None,
     }
 }
 
-fn migrate_error(
-    target: &Target,
-    local: &Migrations,
-    e: MigrateError,
-    mysql: bool,
-    earlier: usize,
-) -> Error {
+fn migrate_error(target: &Target, local: &Migrations, e: MigrateError, mysql: bool, earlier: usize) -> Error {
     match e {
         MigrateError::ExecuteMigration(err, version) => {
             let m = up(local, version);
-            let line = error_line(&err, m)
-                .map(|l| format!(" at line {l}"))
-                .unwrap_or_default();
+            let line = error_line(&err, m).map(|l| format!(" at line {l}")).unwrap_or_default();
             let state = if mysql {
                 format!(
                     "MySQL commits DDL as it goes, so the database may be partially changed and the \
@@ -501,11 +440,7 @@ fn problem_error(problem: Problem, dir: &Path, mysql: bool) -> Error {
                 "migration {} is dirty: it started and did not finish (success = false in _sqlx_migrations){}; \
                  repair the schema by hand, then DELETE FROM _sqlx_migrations WHERE version = {} and run again",
                 r.file.unwrap_or_else(|| r.version.to_string()),
-                if mysql {
-                    ", and MySQL may have applied part of it"
-                } else {
-                    ""
-                },
+                if mysql { ", and MySQL may have applied part of it" } else { "" },
                 r.version
             ),
             exit: Exit::Dirty,
@@ -626,11 +561,8 @@ async fn run_command(
     }
     info!(command = %argv[0], "running {what}");
     let mut child = cmd.spawn().map_err(|e| {
-        let exit = if e.kind() == std::io::ErrorKind::NotFound {
-            Exit::NotFound
-        } else {
-            Exit::NotExecutable
-        };
+        let exit =
+            if e.kind() == std::io::ErrorKind::NotFound { Exit::NotFound } else { Exit::NotExecutable };
         Error::Exec {
             program: argv[0].clone().into(),
             reason: format!("{what}: {e}"),
@@ -638,10 +570,7 @@ async fn run_command(
             exit,
         }
     })?;
-    child
-        .wait()
-        .await
-        .map_err(|e| Error::Internal(format!("waiting for the {what}: {e}")))
+    child.wait().await.map_err(|e| Error::Internal(format!("waiting for the {what}: {e}")))
 }
 
 async fn apply_command(
@@ -654,14 +583,9 @@ async fn apply_command(
 ) -> Result<(), Error> {
     let started = Instant::now();
     if let Some(check) = check
-        && run_command(check, "schema check command", &[])
-            .await?
-            .success()
+        && run_command(check, "schema check command", &[]).await?.success()
     {
-        info!(
-            elapsed_ms = millis(started.elapsed()),
-            "schema is current (the check command says so)"
-        );
+        info!(elapsed_ms = millis(started.elapsed()), "schema is current (the check command says so)");
         return Ok(());
     }
     let guard = lock::acquire(target, first, config.lock_timeout, policy.stagger).await?;
@@ -679,18 +603,11 @@ async fn apply_command(
             exit: Exit::CommandFailed,
         });
     }
-    info!(
-        elapsed_ms = millis(started.elapsed()),
-        "migration command done"
-    );
+    info!(elapsed_ms = millis(started.elapsed()), "migration command done");
     Ok(())
 }
 
-async fn wait_command(
-    check: &[String],
-    policy: &WaitPolicy,
-    deadline: Option<Instant>,
-) -> Result<(), Error> {
+async fn wait_command(check: &[String], policy: &WaitPolicy, deadline: Option<Instant>) -> Result<(), Error> {
     let start = Instant::now();
     let mut rng: StdRng = rand::make_rng();
     let mut failures = 0u32;
@@ -755,11 +672,7 @@ fn status_text(plan: &Plan, current: bool) -> String {
             r.description
         ));
     }
-    out.push_str(if current {
-        "schema is current\n"
-    } else {
-        "schema is not current\n"
-    });
+    out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
     out
 }
 

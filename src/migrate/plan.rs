@@ -106,19 +106,13 @@ impl Plan {
             rows.entry(a.version).or_insert_with(|| Row {
                 version: a.version,
                 description: a.description.clone(),
-                state: if a.success {
-                    State::Missing
-                } else {
-                    State::Dirty
-                },
+                state: if a.success { State::Missing } else { State::Dirty },
                 file: None,
                 installed_on: Some(a.installed_on.clone()),
                 execution_time: Some(a.execution_time),
             });
         }
-        Plan {
-            rows: rows.into_values().collect(),
-        }
+        Plan { rows: rows.into_values().collect() }
     }
 
     pub fn with_state(&self, state: State) -> impl Iterator<Item = &Row> {
@@ -192,10 +186,7 @@ mod tests {
 
     #[test]
     fn fully_applied_is_current() {
-        let plan = Plan::new(
-            &[local(1, 1), local(2, 2)],
-            &[applied(1, 1, true), applied(2, 2, true)],
-        );
+        let plan = Plan::new(&[local(1, 1), local(2, 2)], &[applied(1, 1, true), applied(2, 2, true)]);
         assert!(plan.is_current(false));
     }
 
@@ -215,10 +206,7 @@ mod tests {
 
     #[test]
     fn dirty_row_comes_first() {
-        let plan = Plan::new(
-            &[local(1, 9), local(2, 2)],
-            &[applied(1, 1, true), applied(2, 2, false)],
-        );
+        let plan = Plan::new(&[local(1, 9), local(2, 2)], &[applied(1, 1, true), applied(2, 2, false)]);
         assert!(matches!(plan.problem(false), Some(Problem::Dirty(r)) if r.version == 2));
     }
 

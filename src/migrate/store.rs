@@ -36,12 +36,7 @@ pub async fn read_applied(conn: &mut DbConn) -> Result<Vec<Applied>, sqlx::Error
     };
     let exists: bool = match conn {
         DbConn::Pg(c) => sqlx::query_scalar(exists_sql).fetch_one(c).await?,
-        DbConn::MySql(c) => {
-            sqlx::query_scalar::<_, i64>(exists_sql)
-                .fetch_one(c)
-                .await?
-                != 0
-        }
+        DbConn::MySql(c) => sqlx::query_scalar::<_, i64>(exists_sql).fetch_one(c).await? != 0,
         DbConn::Sqlite(c) => sqlx::query_scalar(exists_sql).fetch_one(c).await?,
     };
     if !exists {
@@ -71,10 +66,9 @@ pub async fn read_applied(conn: &mut DbConn) -> Result<Vec<Applied>, sqlx::Error
         }};
     }
     match conn {
-        DbConn::Pg(c) => rows!(
-            c,
-            select("to_char(installed_on AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
-        ),
+        DbConn::Pg(c) => {
+            rows!(c, select("to_char(installed_on AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"))
+        }
         DbConn::MySql(c) => rows!(
             c,
             select(
@@ -88,11 +82,7 @@ pub async fn read_applied(conn: &mut DbConn) -> Result<Vec<Applied>, sqlx::Error
 /// The name of the current database (PostgreSQL, MySQL): the lock key's input.
 pub async fn current_database(conn: &mut DbConn) -> Result<String, sqlx::Error> {
     match conn {
-        DbConn::Pg(c) => {
-            sqlx::query_scalar("SELECT current_database()")
-                .fetch_one(c)
-                .await
-        }
+        DbConn::Pg(c) => sqlx::query_scalar("SELECT current_database()").fetch_one(c).await,
         DbConn::MySql(c) => sqlx::query_scalar("SELECT DATABASE()").fetch_one(c).await,
         DbConn::Sqlite(_) => Ok("main".into()),
     }
@@ -105,19 +95,12 @@ pub async fn try_lock(conn: &mut DbConn, key: i64) -> Result<bool, sqlx::Error> 
             // Notice a dead client during a long statement, so a SIGKILLed holder's session (and
             // its lock) ends within a second rather than when its statement would have ended.
             // PostgreSQL < 14 has no such setting; that is not a reason to fail.
-            let _ = c
-                .execute("SET client_connection_check_interval = '1s'")
-                .await;
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(c)
-                .await
+            let _ = c.execute("SET client_connection_check_interval = '1s'").await;
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(c).await
         }
         DbConn::MySql(c) => {
-            let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-                .bind(format!("{key:x}"))
-                .fetch_one(c)
-                .await?;
+            let got: Option<i64> =
+                sqlx::query_scalar("SELECT GET_LOCK(?, 0)").bind(format!("{key:x}")).fetch_one(c).await?;
             Ok(got == Some(1))
         }
         DbConn::Sqlite(_) => Ok(true),
@@ -127,16 +110,10 @@ pub async fn try_lock(conn: &mut DbConn, key: i64) -> Result<bool, sqlx::Error> 
 pub async fn unlock(conn: &mut DbConn, key: i64) -> Result<(), sqlx::Error> {
     match conn {
         DbConn::Pg(c) => {
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(key)
-                .execute(c)
-                .await?;
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(c).await?;
         }
         DbConn::MySql(c) => {
-            sqlx::query("SELECT RELEASE_LOCK(?)")
-                .bind(format!("{key:x}"))
-                .execute(c)
-                .await?;
+            sqlx::query("SELECT RELEASE_LOCK(?)").bind(format!("{key:x}")).execute(c).await?;
         }
         DbConn::Sqlite(_) => {}
     }
@@ -265,11 +242,7 @@ pub async fn drop_all(conn: &mut DbConn) -> Result<(), sqlx::Error> {
             .await?;
             c.execute("PRAGMA foreign_keys = OFF").await?;
             for (kind, name) in objects {
-                let sql = format!(
-                    "DROP {} IF EXISTS \"{}\"",
-                    kind.to_uppercase(),
-                    name.replace('"', "\"\"")
-                );
+                let sql = format!("DROP {} IF EXISTS \"{}\"", kind.to_uppercase(), name.replace('"', "\"\""));
                 c.execute(sqlx::AssertSqlSafe(sql)).await?;
             }
             c.execute("PRAGMA foreign_keys = ON").await?;
@@ -338,14 +311,10 @@ pub async fn apply_batch(
             let mut took = Vec::with_capacity(migrations.len());
             for m in migrations {
                 let start = Instant::now();
-                tx.execute(m.sql.clone())
-                    .await
-                    .map_err(|e| (Some(m.version), e))?;
+                tx.execute(m.sql.clone()).await.map_err(|e| (Some(m.version), e))?;
                 let elapsed = start.elapsed();
                 let nanos = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
-                insert_row(&mut *tx, sql, m, nanos)
-                    .await
-                    .map_err(|e| (Some(m.version), e))?;
+                insert_row(&mut *tx, sql, m, nanos).await.map_err(|e| (Some(m.version), e))?;
                 took.push(elapsed);
             }
             tx.commit().await.map_err(|e| (None, e))?;

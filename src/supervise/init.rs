@@ -131,28 +131,19 @@ pub fn supervise(argv: &[OsString], config: &InitConfig) -> Result<Exit, Error> 
             && Instant::now() >= at
             && state.status.is_none()
         {
-            warn!(
-                timeout_ms = config.stop_timeout.map(millis),
-                "the app outlived --stop-timeout: SIGKILL"
-            );
+            warn!(timeout_ms = config.stop_timeout.map(millis), "the app outlived --stop-timeout: SIGKILL");
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = kill(pid, Signal::SIGKILL);
             state.stop_at = None;
         }
-        let timeout = state
-            .next_deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = state.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
         let Some(received) = next_signal(&all, timeout) else {
             continue;
         };
         if received == libc::SIGCHLD {
             continue;
         }
-        let sig = config
-            .rewrites
-            .iter()
-            .find(|(from, _)| *from == received)
-            .map_or(received, |(_, to)| *to);
+        let sig = config.rewrites.iter().find(|(from, _)| *from == received).map_or(received, |(_, to)| *to);
         let is_stop = received == libc::SIGTERM || received == libc::SIGINT;
         match (is_stop, config.stop_delay, state.held) {
             (true, Some(delay), None) if state.stop_at.is_none() => {
@@ -195,11 +186,7 @@ struct State {
 impl State {
     fn forward(&self, sig: i32) {
         let pid = self.pid.as_raw();
-        let target = if self.child_only || self.status.is_some() {
-            pid
-        } else {
-            -pid
-        };
+        let target = if self.child_only || self.status.is_some() { pid } else { -pid };
         // SAFETY: kill(2) with plain integers; a real-time signal has no nix `Signal` variant.
         let ok = unsafe { libc::kill(target, sig) } == 0;
         debug!(signal = signal_name(sig), to = target, ok, "forwarded");
@@ -218,14 +205,7 @@ impl State {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.stop_at,
-            self.held.map(|(_, at)| at),
-            self.leftovers_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.stop_at, self.held.map(|(_, at)| at), self.leftovers_until].into_iter().flatten().min()
     }
 }
 
@@ -261,10 +241,9 @@ fn exit_for(status: WaitStatus) -> Exit {
 fn describe(status: WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exit {code}"),
-        WaitStatus::Signaled(_, sig, core) => format!(
-            "killed by {sig}{}",
-            if core { " (core dumped)" } else { "" }
-        ),
+        WaitStatus::Signaled(_, sig, core) => {
+            format!("killed by {sig}{}", if core { " (core dumped)" } else { "" })
+        }
         other => format!("{other:?}"),
     }
 }
@@ -284,9 +263,7 @@ fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Option<i32> {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `set` is a valid sigset, `info` a writable siginfo_t, `ts_ptr` null or valid.
     let n = unsafe { libc::sigtimedwait(set.as_ref(), info.as_mut_ptr(), ts_ptr) };
     (n > 0).then_some(n)
@@ -329,23 +306,15 @@ mod tests {
     fn exit_status_maps_like_a_shell() {
         let pid = Pid::from_raw(10);
         assert_eq!(exit_for(WaitStatus::Exited(pid, 42)).code(), 42);
-        assert_eq!(
-            exit_for(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).code(),
-            137
-        );
-        assert_eq!(
-            exit_for(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).code(),
-            139
-        );
+        assert_eq!(exit_for(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).code(), 137);
+        assert_eq!(exit_for(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).code(), 139);
     }
 
     #[test]
     fn every_signal_but_kill_and_stop_is_blocked() {
         let set = all_signals();
         assert!(
-            set.contains(Signal::SIGTERM)
-                && set.contains(Signal::SIGSEGV)
-                && set.contains(Signal::SIGCHLD)
+            set.contains(Signal::SIGTERM) && set.contains(Signal::SIGSEGV) && set.contains(Signal::SIGCHLD)
         );
         assert!(!set.contains(Signal::SIGKILL) && !set.contains(Signal::SIGSTOP));
     }

@@ -19,18 +19,12 @@ pub fn exec_error(program: &OsString, e: &std::io::Error) -> Error {
     let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
     let (reason, exit) = match errno {
         Errno::ENOENT | Errno::ENOTDIR => ("not found".to_owned(), Exit::NotFound),
-        Errno::EACCES | Errno::EPERM | Errno::ENOEXEC | Errno::EISDIR => (
-            format!("not executable ({})", errno.desc()),
-            Exit::NotExecutable,
-        ),
+        Errno::EACCES | Errno::EPERM | Errno::ENOEXEC | Errno::EISDIR => {
+            (format!("not executable ({})", errno.desc()), Exit::NotExecutable)
+        }
         _ => (e.to_string(), Exit::NotExecutable),
     };
-    Error::Exec {
-        program: program.clone(),
-        reason,
-        path: std::env::var_os("PATH").unwrap_or_default(),
-        exit,
-    }
+    Error::Exec { program: program.clone(), reason, path: std::env::var_os("PATH").unwrap_or_default(), exit }
 }
 
 /// Replaces this process with `argv`, searching PATH like a shell does, as `user` if given.
@@ -71,11 +65,7 @@ pub fn reexec_supervisor(flags: &[String], argv: &[OsString]) -> Error {
     args.extend(flags.iter().map(|f| f.as_bytes().to_vec()));
     args.push(b"--".to_vec());
     args.extend(argv.iter().map(|a| a.as_bytes().to_vec()));
-    let Ok(args) = args
-        .into_iter()
-        .map(CString::new)
-        .collect::<Result<Vec<_>, _>>()
-    else {
+    let Ok(args) = args.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>() else {
         return Error::Config("the command contains a NUL byte: remove it".into());
     };
     // Not std's exec: it would reset SIGPIPE after we restored the inherited disposition, and
@@ -85,7 +75,5 @@ pub fn reexec_supervisor(flags: &[String], argv: &[OsString]) -> Error {
         Err(errno) => errno,
         Ok(never) => match never {},
     };
-    Error::Internal(format!(
-        "cannot re-execute /proc/self/exe to supervise the app: {errno}"
-    ))
+    Error::Internal(format!("cannot re-execute /proc/self/exe to supervise the app: {errno}"))
 }

@@ -69,10 +69,7 @@ pub fn inherited() -> (u64, u64) {
         // Only if the loader skipped .init_array, which no supported libc does.
         record();
     }
-    (
-        IGNORED.load(Ordering::Relaxed),
-        BLOCKED.load(Ordering::Relaxed),
-    )
+    (IGNORED.load(Ordering::Relaxed), BLOCKED.load(Ordering::Relaxed))
 }
 
 /// Puts the inherited dispositions and mask back. Call right before `execve`, or in a forked
@@ -94,11 +91,7 @@ pub fn restore_for_exec() {
             let is_ignored = old.assume_init().sa_sigaction == libc::SIG_IGN;
             if want_ignored != is_ignored {
                 let mut act = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
-                act.sa_sigaction = if want_ignored {
-                    libc::SIG_IGN
-                } else {
-                    libc::SIG_DFL
-                };
+                act.sa_sigaction = if want_ignored { libc::SIG_IGN } else { libc::SIG_DFL };
                 libc::sigemptyset(&mut act.sa_mask);
                 libc::sigaction(sig, &act, std::ptr::null_mut());
             }

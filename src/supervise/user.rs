@@ -27,21 +27,13 @@ impl User {
             None => (spec, None),
         };
         let (uid, mut gid, name) = if let Ok(id) = user_part.parse::<u32>() {
-            let entry = nix::unistd::User::from_uid(Uid::from_raw(id))
-                .ok()
-                .flatten();
-            (
-                Uid::from_raw(id),
-                entry.as_ref().map_or(Gid::from_raw(id), |u| u.gid),
-                entry.map(|u| u.name),
-            )
+            let entry = nix::unistd::User::from_uid(Uid::from_raw(id)).ok().flatten();
+            (Uid::from_raw(id), entry.as_ref().map_or(Gid::from_raw(id), |u| u.gid), entry.map(|u| u.name))
         } else {
             let entry = nix::unistd::User::from_name(user_part)
                 .map_err(|e| bad(format!("cannot read the user database: {e}")))?
                 .ok_or_else(|| {
-                    bad(format!(
-                        "no user '{user_part}' in /etc/passwd: use a known name or numeric ids"
-                    ))
+                    bad(format!("no user '{user_part}' in /etc/passwd: use a known name or numeric ids"))
                 })?;
             (entry.uid, entry.gid, Some(entry.name))
         };
@@ -58,10 +50,8 @@ impl User {
         // Supplementary groups only for a user given by name; `65534:65534` means exactly that.
         let groups = match (&name, user_part.parse::<u32>().is_err()) {
             (Some(name), true) => {
-                let c = CString::new(name.as_str())
-                    .map_err(|_| bad("a NUL byte in the name".into()))?;
-                nix::unistd::getgrouplist(&c, gid)
-                    .map_err(|e| bad(format!("cannot list its groups: {e}")))?
+                let c = CString::new(name.as_str()).map_err(|_| bad("a NUL byte in the name".into()))?;
+                nix::unistd::getgrouplist(&c, gid).map_err(|e| bad(format!("cannot list its groups: {e}")))?
             }
             _ => vec![gid],
         };
@@ -71,12 +61,7 @@ impl User {
                 Uid::effective()
             )));
         }
-        Ok(User {
-            uid,
-            gid,
-            groups,
-            spec: spec.to_owned(),
-        })
+        Ok(User { uid, gid, groups, spec: spec.to_owned() })
     }
 
     /// Switches to this identity. Called between fork and exec (or right before exec): only

@@ -32,10 +32,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(50),
-            cap: Duration::from_millis(400),
-        }
+        Backoff { base: Duration::from_millis(50), cap: Duration::from_millis(400) }
     }
 }
 
@@ -66,10 +63,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn policy() -> Backoff {
-        Backoff {
-            base: Duration::from_millis(50),
-            cap: Duration::from_millis(400),
-        }
+        Backoff { base: Duration::from_millis(50), cap: Duration::from_millis(400) }
     }
 
     #[test]

@@ -45,10 +45,7 @@ pub enum WaitError {
     /// A target answered with an error waiting will not fix.
     Permanent { target: String, failure: Failure },
     /// The deadline passed; these targets were still not ready.
-    Timeout {
-        timeout: Duration,
-        pending: Vec<Pending>,
-    },
+    Timeout { timeout: Duration, pending: Vec<Pending> },
 }
 
 #[derive(Debug)]
@@ -95,10 +92,7 @@ pub async fn wait_all(
             Outcome::Ready(conn) => kept = kept.or(conn),
             // Returning drops the JoinSet, which cancels the other targets' loops.
             Outcome::Permanent(failure) => {
-                return Err(WaitError::Permanent {
-                    target: target.name.clone(),
-                    failure,
-                });
+                return Err(WaitError::Permanent { target: target.name.clone(), failure });
             }
             Outcome::Timeout(p) => pending.push(p),
         }
@@ -125,25 +119,20 @@ async fn wait_one<R: Rng>(
     loop {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {
-            return Outcome::Timeout(Pending {
-                target: target.name.clone(),
-                attempts,
-                last,
-            });
+            return Outcome::Timeout(Pending { target: target.name.clone(), attempts, last });
         }
         let budget = remaining.map_or(policy.attempt_timeout, |r| r.min(policy.attempt_timeout));
         attempts += 1;
-        let result =
-            match tokio::time::timeout(budget, probe::attempt(target, policy.stagger)).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::new(
-                    Class::Network,
-                    format!(
-                        "no answer within {}",
-                        humantime::format_duration(Duration::from_millis(millis(budget)))
-                    ),
-                )),
-            };
+        let result = match tokio::time::timeout(budget, probe::attempt(target, policy.stagger)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::new(
+                Class::Network,
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(Duration::from_millis(millis(budget)))
+                ),
+            )),
+        };
         let failure = match result {
             Ok(ready) => {
                 info!(
@@ -167,8 +156,7 @@ async fn wait_one<R: Rng>(
         };
         let elapsed_ms = millis(start.elapsed());
         debug!(target = %target, attempt = attempts, class = %failure.class, error = %failure.message, elapsed_ms, "attempt failed");
-        if failure.class.is_permanent() && !(policy.retry_login_errors && failure.class.is_login())
-        {
+        if failure.class.is_permanent() && !(policy.retry_login_errors && failure.class.is_login()) {
             return Outcome::Permanent(failure);
         }
         if attempts == 1 {
@@ -197,11 +185,7 @@ async fn wait_one<R: Rng>(
         match deadline {
             Some(d) if Instant::now() + delay >= d => {
                 tokio::time::sleep_until(d).await;
-                return Outcome::Timeout(Pending {
-                    target: target.name.clone(),
-                    attempts,
-                    last,
-                });
+                return Outcome::Timeout(Pending { target: target.name.clone(), attempts, last });
             }
             _ => tokio::time::sleep(delay).await,
         }

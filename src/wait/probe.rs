@@ -36,25 +36,17 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
                 TcpStream::connect(addr).await.map_err(|e| io_failure(&e))
             })
             .await?;
-            Ok(Ready {
-                at: addr.to_string(),
-                conn: None,
-            })
+            Ok(Ready { at: addr.to_string(), conn: None })
         }
         TargetKind::Http { url, host, port } => {
             let addrs = resolve(host, *port).await?;
             let url = url.clone();
             let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
-            Ok(Ready {
-                at: addr.to_string(),
-                conn: None,
-            })
+            Ok(Ready { at: addr.to_string(), conn: None })
         }
         TargetKind::Postgres { .. } | TargetKind::MySql { .. } | TargetKind::Sqlite { .. } => {
             let (mut conn, at) = db::connect(target, stagger).await?;
-            let fail = |e: sqlx::Error| {
-                Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e)))
-            };
+            let fail = |e: sqlx::Error| Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e)));
             let check = sqlx::raw_sql("SELECT 1");
             match &mut conn {
                 DbConn::Pg(c) => check.execute(c).await.map(drop),
@@ -62,10 +54,7 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
                 DbConn::Sqlite(c) => check.execute(c).await.map(drop),
             }
             .map_err(fail)?;
-            Ok(Ready {
-                at,
-                conn: Some(conn),
-            })
+            Ok(Ready { at, conn: Some(conn) })
         }
     }
 }
@@ -76,10 +65,9 @@ fn io_failure(e: &std::io::Error) -> Failure {
 
 async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
     let stream = TcpStream::connect(addr).await.map_err(|e| io_failure(&e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
     let authority = match url.port() {
         Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_owned(),
@@ -90,17 +78,9 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
     };
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("preflight/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(hyper::header::USER_AGENT, concat!("preflight/", env!("CARGO_PKG_VERSION")))
         .body(Empty::<Bytes>::new())
-        .map_err(|e| {
-            Failure::new(
-                Class::Permanent(crate::classify::Permanent::Other),
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| Failure::new(Class::Permanent(crate::classify::Permanent::Other), e.to_string()))?;
     // The connection future does the I/O; it can finish (the server said `connection: close`)
     // just before the response is picked up, so finishing cleanly is not a failure.
     tokio::pin!(conn);
@@ -115,9 +95,5 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
     }
     .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
     let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(Failure::new(Class::NotReady, format!("HTTP {status}")))
-    }
+    if status.is_success() { Ok(()) } else { Err(Failure::new(Class::NotReady, format!("HTTP {status}"))) }
 }

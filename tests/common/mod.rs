@@ -26,17 +26,11 @@ pub fn bin() -> &'static str {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
@@ -51,10 +45,7 @@ fn run(cmd: &mut Command) -> String {
 pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -70,11 +61,7 @@ fn pg_bin(name: &str) -> PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     versions.sort();
-    versions
-        .last()
-        .expect("a PostgreSQL version")
-        .join("bin")
-        .join(name)
+    versions.last().expect("a PostgreSQL version").join("bin").join(name)
 }
 
 fn ids(user: &str) -> (u32, u32) {
@@ -92,10 +79,7 @@ static PG_TEMPLATE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
 fn pg_template() -> &'static Path {
     &PG_TEMPLATE
         .get_or_init(|| {
-            let root = tempfile::Builder::new()
-                .prefix("pf-pgtpl-")
-                .tempdir()
-                .unwrap();
+            let root = tempfile::Builder::new().prefix("pf-pgtpl-").tempdir().unwrap();
             let (uid, gid) = ids("postgres");
             fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
             let data = root.path().join("data");
@@ -108,25 +92,11 @@ fn pg_template() -> &'static Path {
                 .arg(pg_bin("initdb"))
                 .arg("-D")
                 .arg(&data)
-                .args([
-                    "-U",
-                    USER,
-                    "-A",
-                    "scram-sha-256",
-                    "--no-sync",
-                    "--no-instructions",
-                ])
+                .args(["-U", USER, "-A", "scram-sha-256", "--no-sync", "--no-instructions"])
                 .arg(format!("--pwfile={}", pwfile.display())));
             // initdb allows only 127.0.0.1 and ::1; tests also connect over namespace addresses.
-            let mut hba = fs::OpenOptions::new()
-                .append(true)
-                .open(data.join("pg_hba.conf"))
-                .unwrap();
-            writeln!(
-                hba,
-                "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256"
-            )
-            .unwrap();
+            let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).unwrap();
+            writeln!(hba, "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256").unwrap();
             (root, data)
         })
         .1
@@ -215,11 +185,9 @@ impl Pg {
     /// Starts a standby and waits until it is in recovery (and so answers 57P03).
     pub fn start_standby(&mut self) {
         self.spawn();
-        wait_until(
-            "postgres to enter standby mode",
-            Duration::from_secs(30),
-            || self.log().contains("entering standby mode"),
-        );
+        wait_until("postgres to enter standby mode", Duration::from_secs(30), || {
+            self.log().contains("entering standby mode")
+        });
     }
 
     pub fn url_for(&self, host: &str, password: &str, db: &str) -> String {
@@ -246,12 +214,7 @@ impl Pg {
     pub fn into_standby(self) -> Self {
         fs::write(self.data.join("standby.signal"), "").unwrap();
         let (uid, gid) = ids("postgres");
-        nix::unistd::chown(
-            &self.data.join("standby.signal"),
-            Some(uid.into()),
-            Some(gid.into()),
-        )
-        .unwrap();
+        nix::unistd::chown(&self.data.join("standby.signal"), Some(uid.into()), Some(gid.into())).unwrap();
         self.setting("hot_standby", "off")
     }
 }
@@ -295,36 +258,20 @@ fn mariadbd_command(data: &Path, port: u16) -> Command {
 fn mariadb_template() -> &'static Path {
     &MARIADB_TEMPLATE
         .get_or_init(|| {
-            let root = tempfile::Builder::new()
-                .prefix("pf-mytpl-")
-                .tempdir()
-                .unwrap();
+            let root = tempfile::Builder::new().prefix("pf-mytpl-").tempdir().unwrap();
             let data = root.path().join("data");
             run(Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
-                .args([
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                    "--user=root",
-                ]));
+                .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"]));
             // Start once to create our user, then stop cleanly so the copy is consistent.
             let port = free_port();
-            let mut server = mariadbd_command(&data, port)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut server =
+                mariadbd_command(&data, port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
             let log = data.join("error.log");
-            wait_until(
-                "mariadb template to be ready",
-                Duration::from_secs(60),
-                || {
-                    fs::read_to_string(&log)
-                        .unwrap_or_default()
-                        .contains("ready for connections")
-                },
-            );
+            wait_until("mariadb template to be ready", Duration::from_secs(60), || {
+                fs::read_to_string(&log).unwrap_or_default().contains("ready for connections")
+            });
             run(Command::new("mariadb")
                 .arg(format!("--socket={}", data.join("mysqld.sock").display()))
                 .args(["-uroot", "-e"])
@@ -357,28 +304,19 @@ impl MariaDb {
         let root = tempfile::Builder::new().prefix("pf-my-").tempdir().unwrap();
         let data = root.path().join("data");
         copy_dir(mariadb_template(), &data);
-        MariaDb {
-            _root: root,
-            data,
-            port: free_port(),
-            child: None,
-        }
+        MariaDb { _root: root, data, port: free_port(), child: None }
     }
 
     pub fn spawn(&mut self) {
-        let child = mariadbd_command(&self.data, self.port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let child =
+            mariadbd_command(&self.data, self.port).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         self.child = Some(child.expect("start mariadbd"));
     }
 
     pub fn wait_ready(&self) {
         let log = self.data.join("error.log");
         wait_until("mariadb to be ready", Duration::from_secs(60), || {
-            fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("ready for connections")
+            fs::read_to_string(&log).unwrap_or_default().contains("ready for connections")
         });
     }
 
@@ -426,11 +364,8 @@ impl Netns {
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
         fs::create_dir_all(ns.etc()).unwrap();
-        fs::write(
-            ns.etc().join("resolv.conf"),
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-        )
-        .unwrap();
+        fs::write(ns.etc().join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            .unwrap();
         ns.set_hosts("");
         ns
     }
@@ -463,14 +398,9 @@ impl Netns {
     /// Makes `addr` a dead host: packets to it leave on a veth whose peer drops them (they
     /// carry a MAC nobody has), so a connect neither succeeds nor is refused, it just hangs.
     pub fn add_dead_host(&self, addr: &str) {
-        let exists = Command::new("ip")
-            .args(["-n", &self.name, "link", "show", "dead0"])
-            .output()
-            .unwrap();
+        let exists = Command::new("ip").args(["-n", &self.name, "link", "show", "dead0"]).output().unwrap();
         if !exists.status.success() {
-            self.ip(&[
-                "link", "add", "dead0", "type", "veth", "peer", "name", "dead1",
-            ]);
+            self.ip(&["link", "add", "dead0", "type", "veth", "peer", "name", "dead1"]);
             self.ip(&["link", "set", "dead0", "up"]);
             self.ip(&["link", "set", "dead1", "up"]);
         }
@@ -498,9 +428,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
         let _ = fs::remove_dir_all(self.etc());
     }
 }
@@ -591,15 +519,11 @@ impl Preflight {
     }
 
     fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Preflight {
-        cmd.args(args)
-            .env_remove("DATABASE_URL")
-            .env("PREFLIGHT_LOG", "info");
+        cmd.args(args).env_remove("DATABASE_URL").env("PREFLIGHT_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let desc = format!("{cmd:?}");
         let mut child = cmd.spawn().expect("spawn preflight");
         let stderr = child.stderr.take().unwrap();
@@ -612,13 +536,7 @@ impl Preflight {
                 }
             }
         });
-        Preflight {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            started: Instant::now(),
-            desc,
-        }
+        Preflight { child, lines: rx, seen: Vec::new(), started: Instant::now(), desc }
     }
 
     pub fn pid(&self) -> i32 {
@@ -627,11 +545,7 @@ impl Preflight {
 
     /// Waits for a stderr line containing every one of `needles`; returns it.
     pub fn wait_for_line(&mut self, needles: &[&str], limit: Duration) -> String {
-        if let Some(line) = self
-            .seen
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
+        if let Some(line) = self.seen.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.clone();
         }
         let deadline = Instant::now() + limit;
@@ -645,16 +559,10 @@ impl Preflight {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no line with {needles:?} within {limit:?}; seen:\n{}",
-                        self.seen.join("\n")
-                    )
+                    panic!("no line with {needles:?} within {limit:?}; seen:\n{}", self.seen.join("\n"))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "preflight ended without a line with {needles:?}; seen:\n{}",
-                        self.seen.join("\n")
-                    )
+                    panic!("preflight ended without a line with {needles:?}; seen:\n{}", self.seen.join("\n"))
                 }
             }
         }
@@ -690,13 +598,7 @@ impl Preflight {
             use std::io::Read;
             let _ = out.read_to_string(&mut stdout);
         }
-        Finished {
-            status,
-            stderr: self.seen.join("\n"),
-            stdout,
-            elapsed,
-            desc: self.desc.clone(),
-        }
+        Finished { status, stderr: self.seen.join("\n"), stdout, elapsed, desc: self.desc.clone() }
     }
 }
 
@@ -716,11 +618,7 @@ pub fn preflight(netns: Option<&Netns>, args: &[&str], limit: Duration) -> Finis
 // Talking to the databases directly, to check what preflight did
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// Runs `sql` (one or more statements) on the database at `url`.
@@ -748,22 +646,13 @@ pub fn sql_i64(url: &str, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         if url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.unwrap()
         } else if url.starts_with("mysql") {
             let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.unwrap()
         } else {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.unwrap()
         }
     })
 }
@@ -775,12 +664,7 @@ pub struct Migrations {
 
 impl Migrations {
     pub fn new(files: &[(&str, &str)]) -> Migrations {
-        let m = Migrations {
-            dir: tempfile::Builder::new()
-                .prefix("pf-mig-")
-                .tempdir()
-                .unwrap(),
-        };
+        let m = Migrations { dir: tempfile::Builder::new().prefix("pf-mig-").tempdir().unwrap() };
         for (name, sql) in files {
             m.add(name, sql);
         }
@@ -810,13 +694,8 @@ pub fn crowd(n: usize, args: &[&str], limit: Duration) -> Vec<Finished> {
 pub fn sql_try_connect(url: &str) -> Result<(), String> {
     use sqlx::Connection;
     block_on(async {
-        let mut c = sqlx::PgConnection::connect(url)
-            .await
-            .map_err(|e| e.to_string())?;
-        sqlx::query("SELECT 1")
-            .execute(&mut c)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
+        sqlx::query("SELECT 1").execute(&mut c).await.map_err(|e| e.to_string())?;
         let _ = c.close().await;
         Ok(())
     })
