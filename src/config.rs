@@ -87,12 +87,16 @@ impl LogConfig {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
+        let (log_format, log_level) = (cli.log_format, cli.log_level.clone());
         let command = match cli.command {
             cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(args)?),
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
-                let (config, flags) = init_config(&run.init)?;
+                let (config, mut flags) = init_config(&run.init)?;
+                // The supervise-only process logs as this one does.
+                let format = if log_format == LogFormat::Json { "json" } else { "text" };
+                flags.extend(["--log-format".into(), format.into(), "--log-level".into(), log_level.clone()]);
                 let supervise = match run.init.init {
                     cli::InitMode::Always => true,
                     cli::InitMode::Never => false,

@@ -358,3 +358,18 @@ fn leftovers_of_the_apps_group_get_sigterm_then_sigkill() {
     assert!(done.elapsed < Duration::from_secs(5), "{done}");
     assert!(done.stderr.contains("SIGKILL"), "{done}");
 }
+
+#[test]
+fn the_supervise_only_process_keeps_the_json_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/app.db", dir.path().display());
+    let done =
+        Preflight::spawn_pid1(&["--log-format", "json", "run", "--database-url", &url, "--", "true"], &[])
+            .finish(LONG);
+    done.expect_code(0);
+    for line in done.stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("message").is_some(), "{line}");
+    }
+    assert!(done.stderr.contains("\"message\":\"exited\""), "{done}");
+}
