@@ -83,8 +83,9 @@ def latency(init, rounds=50):
                 break
             time.sleep(0.0005)
         time.sleep(0.01)
-    p.kill()
-    p.wait()
+    # SIGTERM, not SIGKILL: the init must take its app down with it.
+    p.terminate()
+    p.wait(10)
     shutil.rmtree(d, ignore_errors=True)
     return lat
 
