@@ -249,9 +249,7 @@ fn command_not_found_is_127_and_not_executable_is_126_when_supervising() {
 
 #[test]
 fn sigterm_during_a_slow_migration_rolls_it_back_and_never_starts_the_app() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = Migrations::new(&[("1_slow.sql", "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n")]);
     let marker = m.dir.path().join("app-started");
     let p = Preflight::spawn_pid1(

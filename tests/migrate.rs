@@ -84,9 +84,7 @@ fn a_second_run_is_a_no_op_that_takes_no_lock() {
 
 #[test]
 fn a_failing_migration_leaves_postgres_unchanged_and_the_app_is_not_started() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
     preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
     m.add("2_broken.sql", "CREATE TABLE more_items (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n");
@@ -171,9 +169,7 @@ fn a_changed_file_is_refused_and_a_missing_one_unless_ignored() {
 
 #[test]
 fn readers_start_only_after_the_writer_finishes() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let s = schema("SELECT pg_sleep(0.3);");
     let m = Migrations::new(&files(&s));
     let marker = m.dir.path().join("reader-started");
@@ -225,9 +221,7 @@ fn readers_without_a_writer_time_out_with_124() {
 
 #[test]
 fn stamp_adopts_an_existing_database_without_running_the_migrations() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     // The database already has the schema, made by hand (like `alembic stamp head` users).
     sql_exec(&url, "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);");
     let s = schema("");
@@ -277,9 +271,7 @@ fn dry_run_lists_pending_migrations_and_changes_nothing() {
 
 #[test]
 fn single_transaction_applies_all_or_nothing() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = Migrations::new(&[
         ("1_a.sql", "CREATE TABLE a (id INTEGER);\n"),
         ("2_b.sql", "CREATE TABLE b (id INTEGER);\n"),
@@ -310,9 +302,7 @@ fn single_transaction_applies_all_or_nothing() {
 
 #[test]
 fn a_lock_held_too_long_times_out_naming_the_holder() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = Migrations::new(&[("1_slow.sql", "SELECT pg_sleep(4);\n")]);
     let mut holder = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrations", m.path()]);
     holder.wait_for_line(&["migration lock acquired"], LONG);
@@ -330,9 +320,7 @@ fn a_lock_held_too_long_times_out_naming_the_holder() {
 fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
     use nix::sys::signal::Signal;
     for (signal, code) in [(Signal::SIGKILL, None), (Signal::SIGTERM, Some(143))] {
-        let mut pg = Pg::new("127.0.0.1", None);
-        pg.start();
-        let url = pg.url("127.0.0.1");
+        let (_pg, url) = Pg::running();
         let m = Migrations::new(&[("1_slow.sql", "CREATE TABLE half (id INTEGER);\nSELECT pg_sleep(30);\n")]);
         let args = ["migrate", "--database-url", &url, "--migrations", m.path()];
         let mut holder = Preflight::spawn(None, &args);
@@ -356,9 +344,7 @@ fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
 
 #[test]
 fn sqlx_and_preflight_see_each_others_migrations_as_current() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let s = schema("");
     let m = Migrations::new(&files(&s));
     // sqlx's own migrator first.
@@ -375,9 +361,7 @@ fn sqlx_and_preflight_see_each_others_migrations_as_current() {
 
     // And the reverse, on a second database: preflight first, then sqlx finds nothing to do
     // (it would fail on a checksum mismatch or apply twice on a version it did not see).
-    let mut pg2 = Pg::new("127.0.0.1", None);
-    pg2.start();
-    let url3 = pg2.url("127.0.0.1");
+    let (_pg2, url3) = Pg::running();
     preflight(None, &["migrate", "--database-url", &url3, "--migrations", m.path()], LONG).expect_code(0);
     let dir = m.dir.path().to_path_buf();
     let url4 = url3.clone();
@@ -402,9 +386,7 @@ fn reversible() -> Migrations {
 
 #[test]
 fn revert_then_apply_again_round_trips_on_postgres() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = reversible();
     let tables = "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')";
     preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
@@ -444,9 +426,7 @@ fn revert_refuses_a_migration_without_a_down_file_and_changes_nothing() {
 
 #[test]
 fn reset_is_refused_without_the_flag_and_rebuilds_from_zero_with_it() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = reversible();
     preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
     sql_exec(&url, "INSERT INTO b VALUES (2), (3); CREATE TABLE stray (id INTEGER);");
@@ -503,9 +483,7 @@ fn sqlite_backups_are_written_before_migrating_and_pruned() {
 
 #[test]
 fn a_failing_backup_command_stops_before_any_migration() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
     let done = preflight(
         None,
@@ -538,9 +516,7 @@ fn alembic() -> (String, String) {
 
 #[test]
 fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let (alembic, ini) = alembic();
     let upgrade = format!("{alembic} -c {ini} upgrade head");
     let check = format!("{alembic} -c {ini} current --check-heads");
@@ -579,9 +555,7 @@ fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
 
 #[test]
 fn a_failing_migration_command_is_exit_17_and_keeps_the_app_from_starting() {
-    let mut pg = Pg::new("127.0.0.1", None);
-    pg.start();
-    let url = pg.url("127.0.0.1");
+    let (_pg, url) = Pg::running();
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("app-started");
     let done = Preflight::spawn_with(

@@ -132,6 +132,14 @@ impl Pg {
         }
     }
 
+    /// A started server on 127.0.0.1, and the URL to reach it as our user.
+    pub fn running() -> (Pg, String) {
+        let mut pg = Pg::new("127.0.0.1", None);
+        pg.start();
+        let url = pg.url("127.0.0.1");
+        (pg, url)
+    }
+
     pub fn setting(mut self, key: &str, value: &str) -> Self {
         self.extra.push(format!("{key}={value}"));
         self
