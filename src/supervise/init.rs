@@ -260,7 +260,7 @@ fn all_signals() -> SigSet {
 fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Option<i32> {
     let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
     let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
+        tv_sec: t.as_secs() as _,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
