@@ -194,3 +194,55 @@ impl Shutdown {
         .await
     }
 }
+
+/// `preflight __supervise [flags] -- COMMAND…`, as `run` re-executes itself, parsed by hand.
+/// `None` when this is not that mode, or the flags are not the ones `run` writes (clap then
+/// parses and reports).
+pub fn supervise_only() -> Option<Exit> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().map(OsString::as_os_str) != Some(std::ffi::OsStr::new("__supervise")) {
+        return None;
+    }
+    let split = args.iter().position(|a| a == "--")?;
+    let (flags, argv) = (&args[1..split], &args[split + 1..]);
+    let mut init = crate::cli::InitArgs {
+        init: crate::cli::InitMode::Auto,
+        stop_timeout: None,
+        stop_delay: None,
+        leftover_grace: "2s".into(),
+        rewrite_signal: Vec::new(),
+        signal_child_only: false,
+        user: None,
+    };
+    let mut log = crate::config::LogConfig { format: crate::cli::LogFormat::Text, filter: "info".into() };
+    let mut it = flags.iter().map(|f| f.to_str());
+    while let Some(flag) = it.next() {
+        if flag? == "--signal-child-only" {
+            init.signal_child_only = true;
+            continue;
+        }
+        let value = it.next()??.to_owned();
+        match flag? {
+            "--init" if value == "always" => init.init = crate::cli::InitMode::Always,
+            "--init" => {}
+            "--stop-timeout" => init.stop_timeout = Some(value),
+            "--stop-delay" => init.stop_delay = Some(value),
+            "--leftover-grace" => init.leftover_grace = value,
+            "--rewrite-signal" => init.rewrite_signal.push(value),
+            "--user" => init.user = Some(value),
+            "--log-format" if value == "json" => log.format = crate::cli::LogFormat::Json,
+            "--log-format" => {}
+            "--log-level" => log.filter = value,
+            _ => return None,
+        }
+    }
+    if let Err(err) = crate::log::init(&log) {
+        eprintln!("preflight: {err}");
+        return Some(err.exit());
+    }
+    let result = crate::config::supervise_config(&init).and_then(|config| supervise::init::supervise(argv, &config));
+    Some(result.unwrap_or_else(|err| {
+        error!(exit_code = err.exit().code(), "{err}");
+        err.exit()
+    }))
+}

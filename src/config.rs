@@ -107,9 +107,7 @@ impl Config {
                 Command::Run { wait, migrate, init, argv: run.command }
             }
             cli::Command::Supervise(sup) => {
-                let (config, _) = init_config(&sup.init)?;
-                let subreaper = sup.init.init == cli::InitMode::Always;
-                Command::Supervise { init: InitConfig { subreaper, ..config }, argv: sup.command }
+                Command::Supervise { init: supervise_config(&sup.init)?, argv: sup.command }
             }
             cli::Command::Migrate(m) => {
                 let (wait, args, action) = match m.action {
@@ -304,6 +302,12 @@ impl MigratePhase {
         };
         Ok(Some(MigratePhase { database: Box::new(database), config, mode }))
     }
+}
+
+/// The supervisor's settings from the flags `run` wrote for the supervise-only re-exec.
+pub fn supervise_config(args: &cli::InitArgs) -> Result<InitConfig, Error> {
+    let (config, _) = init_config(args)?;
+    Ok(InitConfig { subreaper: args.init == cli::InitMode::Always, ..config })
 }
 
 /// Validates the init flags, and renders them back as flags for the supervise-only re-exec.

@@ -21,6 +21,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    // The supervise-only process that `run` re-executes into skips clap: building the whole
+    // command tree touches more memory than the supervisor itself needs (see supervise::init).
+    if let Some(exit) = app::supervise_only() {
+        return exit.into();
+    }
     // clap prints usage errors itself and exits 2, our code for them.
     let cli = cli::Cli::parse();
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
