@@ -240,7 +240,8 @@ pub fn supervise_only() -> Option<Exit> {
         eprintln!("preflight: {err}");
         return Some(err.exit());
     }
-    let result = crate::config::supervise_config(&init).and_then(|config| supervise::init::supervise(argv, &config));
+    let result =
+        crate::config::supervise_config(&init).and_then(|config| supervise::init::supervise(argv, &config));
     Some(result.unwrap_or_else(|err| {
         error!(exit_code = err.exit().code(), "{err}");
         err.exit()
