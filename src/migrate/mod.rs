@@ -315,7 +315,7 @@ async fn apply_locked(
     if let (Some(b), false) = (&config.backup, matches!(action, Action::Stamp(_) | Action::Reset)) {
         backup::take(b, conn).await?;
     }
-    store::ensure_table(conn).await.map_err(|e| migrate_error(target, local, e, mysql, 0))?;
+    store::ensure_table(conn).await.map_err(|e| migrate_error(target, local, e, mysql, 0, "applied"))?;
     let migrations: Vec<&Migration> = pending.iter().map(|v| up(local, *v)).collect();
 
     if let Action::Stamp(_) = action {
@@ -367,7 +367,7 @@ async fn apply_locked(
                 info!(version = m.version, description = %m.description, duration_ms = millis(took), "applied");
                 done += 1;
             }
-            Err(e) => return Err(migrate_error(target, local, e, mysql, done)),
+            Err(e) => return Err(migrate_error(target, local, e, mysql, done, "applied")),
         }
     }
     Ok(done)
@@ -393,7 +393,15 @@ fn error_line(e: &sqlx::Error, m: &Migration) -> Option<usize> {
     }
 }
 
-fn migrate_error(target: &Target, local: &Migrations, e: MigrateError, mysql: bool, earlier: usize) -> Error {
+/// `earlier` migrations of this run were already `done` (applied, or reverted) before `e`.
+fn migrate_error(
+    target: &Target,
+    local: &Migrations,
+    e: MigrateError,
+    mysql: bool,
+    earlier: usize,
+    done: &str,
+) -> Error {
     match e {
         MigrateError::ExecuteMigration(err, version) => {
             let m = up(local, version);
@@ -412,7 +420,7 @@ fn migrate_error(target: &Target, local: &Migrations, e: MigrateError, mysql: bo
                 "it was rolled back: nothing of it was applied".to_owned()
             };
             let earlier = if earlier > 0 {
-                format!("; {earlier} earlier migration(s) of this run stay applied")
+                format!("; {earlier} earlier migration(s) of this run stay {done}")
             } else {
                 String::new()
             };
@@ -741,7 +749,7 @@ async fn revert_locked(
                 info!(version = down.version, description = %down.description, duration_ms = millis(took), "reverted");
                 done += 1;
             }
-            Err(e) => return Err(migrate_error(target, local, e, mysql, done)),
+            Err(e) => return Err(migrate_error(target, local, e, mysql, done, "reverted")),
         }
     }
     Ok(done)
