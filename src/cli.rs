@@ -310,6 +310,11 @@ pub struct WaitArgs {
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Read the database URL from the environment variable NAME instead of DATABASE_URL (as
+    /// dbmate's --env): e.g. a direct URL for migrations beside the app's pooled DATABASE_URL.
+    #[arg(long, env = "PREFLIGHT_DATABASE_URL_ENV", value_name = "NAME")]
+    pub database_url_env: Option<String>,
+
     /// Another dependency: tcp://HOST:PORT, http://HOST[:PORT]/PATH (2xx is ready) or a
     /// database URL. Repeat the flag, or separate with commas in the variable.
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz

@@ -181,9 +181,21 @@ impl WaitConfig {
     fn from_args(args: cli::WaitArgs) -> Result<Self, Error> {
         let mut targets = Vec::new();
         let mut database = None;
-        if let Some(url) = args.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
-            let target = target::parse_database_url(url)
-                .map_err(|e| Error::Config(format!("--database-url / DATABASE_URL: {e}")))?;
+        let (source, url) = match args.database_url_env.as_deref() {
+            Some(name) => {
+                let url = std::env::var(name).map_err(|_| {
+                    Error::Config(format!(
+                        "--database-url-env {name}: the environment variable {name} is not set (or not \
+                         UTF-8): set it to the database URL, or drop --database-url-env to read DATABASE_URL"
+                    ))
+                })?;
+                (name.to_owned(), Some(url))
+            }
+            None => ("--database-url / DATABASE_URL".to_owned(), args.database_url),
+        };
+        if let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) {
+            let target =
+                target::parse_database_url(url).map_err(|e| Error::Config(format!("{source}: {e}")))?;
             database = Some(target.clone());
             targets.push(target);
         }

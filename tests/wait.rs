@@ -141,6 +141,29 @@ fn malformed_url_fails_fast_with_a_usage_error_and_no_password() {
     assert!(done.stderr.contains("unsupported database URL scheme"), "{done}");
 }
 
+#[test]
+fn database_url_env_names_the_variable_that_holds_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let direct = format!("sqlite:{}", dir.path().join("direct.db").display());
+    let pooled = format!("postgres://app:{PASSWORD}@[::1]:1/app");
+    let args = ["wait", "--database-url-env", "DIRECT_DATABASE_URL", "--timeout", "5s"];
+    let env = [("DATABASE_URL", pooled.as_str()), ("DIRECT_DATABASE_URL", direct.as_str())];
+    let done = Preflight::spawn_with(None, &args, &env).finish(LONG);
+    done.expect_code(0).expect_no_password();
+    assert!(done.stderr.contains("direct.db") && !done.stderr.contains("[::1]"), "{done}");
+
+    let env = [("DATABASE_URL", pooled.as_str())];
+    let done = Preflight::spawn_with(None, &args, &env).finish(LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.stderr.contains("DIRECT_DATABASE_URL is not set"), "{done}");
+
+    let bad = format!("postgres://app:{PASSWORD}@[::1:5432/app");
+    let env = [("DIRECT_DATABASE_URL", bad.as_str())];
+    let done = Preflight::spawn_with(None, &args, &env).finish(LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.stderr.contains("DIRECT_DATABASE_URL: malformed URL"), "{done}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // IPv6 and DNS
 
