@@ -24,7 +24,8 @@ fi
 
 # A musl host (Alpine) compiles for musl with its own cc; a glibc host needs musl-gcc.
 cc_var="CC_${TARGET//-/_}"
-if [ -z "${!cc_var:-}" ] && ! ldd --version 2>&1 | grep -qi musl; then
+host=$(rustc -vV | sed -n 's/^host: //p')
+if [ -z "${!cc_var:-}" ] && [ "$host" != "$TARGET" ]; then
     command -v musl-gcc >/dev/null 2>&1 ||
         die "no musl C compiler for ring's C code: apt-get install musl-tools (Alpine: apk add musl-dev gcc)"
     export "$cc_var=musl-gcc"
