@@ -482,6 +482,49 @@ fn sqlite_backups_are_written_before_migrating_and_pruned() {
 }
 
 #[test]
+fn a_migration_command_on_sqlite_is_backed_up_unless_the_check_says_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("sqlite:{}", db.display());
+    sql_exec(&format!("{url}?mode=rwc"), "CREATE TABLE a (id INTEGER); INSERT INTO a VALUES (1);");
+    let backups = dir.path().join("backups");
+    // The "migration tool" adds a row; the "check" says current once a second row exists.
+    let tool = dir.path().join("tool.py");
+    std::fs::write(
+        &tool,
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[2])\nn = c.execute('SELECT COUNT(*) FROM a').fetchone()[0]\n\
+         if sys.argv[1] == 'check':\n    sys.exit(0 if n >= 2 else 1)\nc.execute('INSERT INTO a VALUES (2)')\nc.commit()\n",
+    )
+    .unwrap();
+    let migrate = format!("python3 {} migrate {}", tool.display(), db.display());
+    let check = format!("python3 {} check {}", tool.display(), db.display());
+    let args = [
+        "migrate",
+        "--database-url",
+        &url,
+        "--migrate-command",
+        &migrate,
+        "--schema-check-command",
+        &check,
+        "--backup",
+        "--backup-dir",
+        backups.to_str().unwrap(),
+    ];
+    preflight(None, &args, LONG).expect_code(0);
+    let taken: Vec<_> = std::fs::read_dir(&backups).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM a"), 2, "the command ran");
+    let copy = format!("sqlite:{}?mode=ro", taken[0].display());
+    assert_eq!(sql_i64(&copy, "SELECT COUNT(*) FROM a"), 1, "the backup is the state before the command");
+    // Current now: no command, no backup.
+    let done = preflight(None, &args, LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("schema is current"), "{done}");
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM a"), 2);
+}
+
+#[test]
 fn a_failing_backup_command_stops_before_any_migration() {
     let (_pg, url) = Pg::running();
     let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);

@@ -581,6 +581,28 @@ async fn run_command(
     child.wait().await.map_err(|e| Error::Internal(format!("waiting for the {what}: {e}")))
 }
 
+/// Under the lock: check again (another replica may have migrated while we waited), back up,
+/// then run the command. `None` when the check says there is nothing to do.
+async fn command_locked(
+    config: &MigrateConfig,
+    argv: &[String],
+    check: Option<&[String]>,
+    conn: &mut DbConn,
+) -> Result<Option<std::process::ExitStatus>, Error> {
+    if let Some(check) = check
+        && run_command(check, "schema check command", &[]).await?.success()
+    {
+        info!("another process applied the migrations while we waited for the lock");
+        return Ok(None);
+    }
+    // Without a check command there is no telling whether the command will change anything,
+    // so the backup is taken every time.
+    if let Some(b) = &config.backup {
+        backup::take(b, conn).await?;
+    }
+    run_command(argv, "migration command", &[]).await.map(Some)
+}
+
 async fn apply_command(
     target: &Target,
     config: &MigrateConfig,
@@ -596,10 +618,10 @@ async fn apply_command(
         info!(elapsed_ms = millis(started.elapsed()), "schema is current (the check command says so)");
         return Ok(());
     }
-    let guard = lock::acquire(target, first, config.lock_timeout, policy.stagger).await?;
-    let status = run_command(argv, "migration command", &[]).await;
+    let mut guard = lock::acquire(target, first, config.lock_timeout, policy.stagger).await?;
+    let status = command_locked(config, argv, check, guard.conn()).await;
     guard.release().await;
-    let status = status?;
+    let Some(status) = status? else { return Ok(()) };
     if !status.success() {
         return Err(Error::Migrate {
             message: format!(
