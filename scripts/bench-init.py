@@ -2,7 +2,9 @@
 """Benchmarks of preflight as an init, with tini and dumb-init (Debian packages) in the same run.
 
 Figures:
-  1. RSS while supervising an idle app (VmRSS and the peak VmHWM, sampled 1 s in);
+  1. RSS while supervising an idle app (VmRSS, the peak VmHWM, and the anonymous and file-backed
+     parts, sampled 1 s in), for the static musl preflight (plain, and after a SQLite wait and
+     migration), the glibc build, tini, tini-static and dumb-init;
   2. signal-forwarding latency: SIGUSR1 sent to the init until the app's handler runs
      (median and p95 of 50);
   3. overhead: the wall time of `INIT -- true` minus that of `true` (mean of 200 runs).
@@ -22,10 +24,17 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BIN, build_release, pct  # noqa: E402
+from benchlib import BIN, ROOT, build_release, pct  # noqa: E402
 
+STATIC = os.path.join(ROOT, "target", f"{os.uname().machine}-unknown-linux-musl", "release", "preflight")
+SQLITE_DIR = tempfile.mkdtemp(prefix="pf-bench-init-db-")
 INITS = {
-    "preflight": [BIN, "run", "--init", "always", "--"],
+    # The shipped artifact (scripts/build-static.sh), as a plain init and after a wait and a
+    # migration on SQLite (the re-exec into the supervise-only mode must leave nothing resident).
+    "preflight": [STATIC, "run", "--init", "always", "--"],
+    "preflight+db": [STATIC, "run", "--init", "always", "--database-url", f"sqlite:{SQLITE_DIR}/app.db",
+                     "--migrations", os.path.join(ROOT, "examples", "migrations"), "--"],
+    "preflight-gnu": [BIN, "run", "--init", "always", "--"],
     "tini": ["tini", "-s", "--"],
     "tini-static": ["tini-static", "-s", "--"],
     "dumb-init": ["dumb-init"],
@@ -53,13 +62,14 @@ def status(pid, key):
 
 
 def env():
-    return dict(os.environ, PREFLIGHT_LOG="warn")
+    # preflight's defaults: text logs at info ("started" and "exited" are written).
+    return {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
 
 
 def rss(init):
     p = subprocess.Popen(INITS[init] + ["sleep", "3"], env=env(), stderr=subprocess.DEVNULL)
     time.sleep(1)
-    values = status(p.pid, "VmRSS"), status(p.pid, "VmHWM")
+    values = status(p.pid, "VmRSS"), status(p.pid, "VmHWM"), status(p.pid, "RssAnon"), status(p.pid, "RssFile")
     p.wait()
     return values
 
@@ -102,20 +112,20 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "-qq", "tini", "dumb-init"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), stdout=subprocess.DEVNULL)
     build_release()
-    print("== 1. RSS while supervising an idle app (kB)")
+    subprocess.run([os.path.join(ROOT, "scripts", "build-static.sh")], cwd=ROOT, check=True)
+    print("== 1. RSS while supervising an idle app, 1 s in (kB; RssFile = pages of the binary and libc)")
     for init in INITS:
-        now, peak = rss(init)
-
-        print(f"  {init:12} VmRSS {now:6d}   VmHWM {peak:6d}")
+        now, peak, anon, file = rss(init)
+        print(f"  {init:14} VmRSS {now:6d}   VmHWM {peak:6d}   RssAnon {anon:5d}   RssFile {file:6d}")
     print("== 2. signal-forwarding latency, SIGUSR1 to the init until the app's handler runs (us)")
     for init in INITS:
         v = latency(init)
-        print(f"  {init:12} median {statistics.median(v):7.0f}   p95 {pct(v, 95):7.0f}")
+        print(f"  {init:14} median {statistics.median(v):7.0f}   p95 {pct(v, 95):7.0f}")
     print("== 3. overhead of `INIT -- true` over `true` (ms per run, mean of 200)")
     plain = overhead(["true"])
     for init in INITS:
         ms = overhead(INITS[init] + ["true"])
-        print(f"  {init:12} {ms - plain:6.2f} ms  ({ms:.2f} ms in all)")
+        print(f"  {init:14} {ms - plain:6.2f} ms  ({ms:.2f} ms in all)")
 
 
 if __name__ == "__main__":
