@@ -235,7 +235,6 @@ stop_container sqlite
 check_logs sqlite || fail "sqlite: logs"
 
 # The next image version brings one more migration: a backup must precede it.
-cp "$ROOTFS/migrations" -r "$WORK/migrations.v1"
 printf 'CREATE INDEX notes_by_author ON notes (author);\n' >"$ROOTFS/migrations/20260103000000_index_notes.sql"
 start_container sqlite-v2 "$WORK/volume" "${SQLITE_ENV[@]}" -- run --log-format json -- /demo-app
 wait_for_line "$WORK/sqlite-v2.out" "demo-app: listening" 30

@@ -31,11 +31,7 @@ pub fn run(config: Config, started: Instant) -> Exit {
         }
         Command::Run { wait, migrate, init, argv } => {
             let migrate = migrate.map(|m| (m, Action::Apply { dry_run: false }));
-            match phases(wait, migrate, &mut timings).and_then(|()| start(&argv, &init, &timings, started)) {
-                Ok(Some(exit)) => return exit,
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            }
+            phases(wait, migrate, &mut timings).and_then(|()| Err(start(&argv, &init, &timings, started)))
         }
         Command::Supervise { init, argv } => match supervise::init::supervise(&argv, &init) {
             Ok(exit) => return exit,
@@ -138,12 +134,7 @@ fn phases(
 
 /// Starts the app: exec it, or re-exec preflight into the supervise-only mode that supervises
 /// it. Both replace this process, so this only returns on failure.
-fn start(
-    argv: &[OsString],
-    init: &InitPlan,
-    timings: &Timings,
-    started: Instant,
-) -> Result<Option<Exit>, Error> {
+fn start(argv: &[OsString], init: &InitPlan, timings: &Timings, started: Instant) -> Error {
     info!(
         wait_ms = timings.wait.map(millis),
         migrate_ms = timings.migrate.map(millis),
@@ -155,12 +146,12 @@ fn start(
     );
     debug!(argv = ?argv, "full command line");
     if !init.supervise {
-        return Err(supervise::exec(argv, init.config.user.as_ref()));
+        return supervise::exec(argv, init.config.user.as_ref());
     }
     // Even with nothing waited for or migrated, the supervisor runs in a fresh image: clap,
     // config and the runtime set-up would otherwise stay resident (2588 kB against 1988 kB peak
     // RSS, scripts/bench-init.py) for the app's whole life, for the price of one exec.
-    Err(supervise::reexec_supervisor(&init.flags, argv))
+    supervise::reexec_supervisor(&init.flags, argv)
 }
 
 /// The signals that end preflight during its own phases. Installed before any work starts, so a
