@@ -226,7 +226,7 @@ pub fn supervise_only() -> Option<Exit> {
             _ => return None,
         }
     }
-    if let Err(err) = crate::log::init(&log) {
+    if let Err(err) = supervise::log::init(log.format, &log.filter) {
         eprintln!("preflight: {err}");
         return Some(err.exit());
     }

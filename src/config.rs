@@ -87,16 +87,18 @@ impl LogConfig {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
-        let (log_format, log_level) = (cli.log_format, cli.log_level.clone());
+        let log_format = cli.log_format;
         let command = match cli.command {
             cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(args)?),
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
                 let (config, mut flags) = init_config(&run.init)?;
-                // The supervise-only process logs as this one does.
+                // The supervise-only process logs as this one does, at the level this filter
+                // gives the supervisor's events (it has no EnvFilter of its own).
                 let format = if log_format == LogFormat::Json { "json" } else { "text" };
-                flags.extend(["--log-format".into(), format.into(), "--log-level".into(), log_level.clone()]);
+                let level = crate::supervise::log::level_for_supervisor();
+                flags.extend(["--log-format".into(), format.into(), "--log-level".into(), level.into()]);
                 let supervise = match run.init.init {
                     cli::InitMode::Always => true,
                     cli::InitMode::Never => false,

@@ -369,5 +369,75 @@ fn the_supervise_only_process_keeps_the_json_log_format() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v.get("message").is_some(), "{line}");
     }
-    assert!(done.stderr.contains("\"message\":\"exited\""), "{done}");
+    // The supervisor's own lines: the same keys and JSON types as the rest of the log.
+    let exited = done.stderr.lines().find(|l| l.contains("\"message\":\"exited\"")).expect("exited line");
+    let v: serde_json::Value = serde_json::from_str(exited).unwrap();
+    assert_eq!(v["level"], "INFO", "{exited}");
+    assert_eq!(v["status"], "exit 0", "{exited}");
+    assert_eq!(v["exit_code"], 0, "{exited}");
+    assert!(v["run_ms"].is_u64(), "{exited}");
+    let ts = v["timestamp"].as_str().unwrap();
+    assert!(is_timestamp(ts), "{exited}");
+    let started = done.stderr.lines().find(|l| l.contains("\"message\":\"started\"")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(started).unwrap();
+    assert!(v["pid"].is_u64() && v["command"] == "true", "{started}");
+}
+
+/// `2026-11-22T22:15:01.123456Z`, within a day of now.
+fn is_timestamp(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let shape = b.len() == 27
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let days = now / 86_400;
+    // Only the year is checked against the clock: enough to catch a wrong epoch or calendar.
+    let year: u64 = ts.get(..4).and_then(|y| y.parse().ok()).unwrap_or(0);
+    shape && (1970 + days / 366..=1970 + days / 365 + 1).contains(&year)
+}
+
+#[test]
+fn the_supervise_only_process_keeps_the_text_format_and_the_level() {
+    // Default: text at info, so the supervisor's `exited` line and no debug lines.
+    let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", "exit 7"], &[]).finish(LONG);
+    done.expect_code(7);
+    let exited = done.stderr.lines().find(|l| l.contains(" exited ")).unwrap_or_else(|| panic!("{done}"));
+    let (ts, rest) = exited.split_once(' ').unwrap();
+    assert!(is_timestamp(ts), "{exited}");
+    assert!(rest.starts_with(" INFO exited status=exit 7 exit_code=7 run_ms="), "{exited}");
+    assert!(!done.stderr.contains("DEBUG"), "{done}");
+
+    // A filter that raises preflight alone to debug reaches the supervisor as debug.
+    let done = Preflight::spawn_pid1(&["--log-level", "warn,preflight=debug", "run", "--", "true"], &[])
+        .finish(LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("DEBUG full command line argv=[\"true\"]"), "{done}");
+    // And one that silences info silences the supervisor's info lines too.
+    let done = Preflight::spawn_pid1(&["--log-level", "warn", "run", "--", "true"], &[]).finish(LONG);
+    done.expect_code(0);
+    assert_eq!(done.stderr, "", "{done}");
+}
+
+#[test]
+fn leftovers_that_are_not_our_children_are_still_waited_for() {
+    // Run the supervise-only mode directly, neither PID 1 nor a subreaper: the leftover is
+    // re-parented elsewhere, so its end sends preflight no SIGCHLD.
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let stubborn = format!(
+        "(trap '' TERM; touch {0}; sleep 30) & while [ ! -e {0} ]; do sleep 0.02; done; exit 5",
+        ready.display()
+    );
+    let done =
+        Preflight::spawn(None, &["__supervise", "--leftover-grace", "300ms", "--", "sh", "-c", &stubborn])
+            .finish(LONG);
+    done.expect_code(5);
+    assert!(done.stderr.contains("SIGKILL"), "{done}");
+    assert!(done.elapsed < Duration::from_secs(5), "waited for a signal instead of the group: {done}");
 }

@@ -55,6 +55,9 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::wait::millis;
 
+/// How often to look for the app's group while leftovers that are not our children remain.
+const GROUP_POLL: Duration = Duration::from_millis(100);
+
 /// How to supervise. Built by `config` (and passed across the re-exec as flags).
 #[derive(Debug, Clone, Default)]
 pub struct InitConfig {
@@ -136,7 +139,12 @@ pub fn supervise(argv: &[OsString], config: &InitConfig) -> Result<Exit, Error> 
             let _ = kill(pid, Signal::SIGKILL);
             state.stop_at = None;
         }
-        let timeout = state.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+        let mut timeout = state.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+        if state.status.is_some() {
+            // Leftovers that are not our children (preflight is neither PID 1 nor a subreaper)
+            // send no SIGCHLD when they go: look at the group again soon.
+            timeout = Some(timeout.map_or(GROUP_POLL, |t| t.min(GROUP_POLL)));
+        }
         let Some(received) = next_signal(&all, timeout) else {
             continue;
         };

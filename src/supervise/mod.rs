@@ -2,6 +2,7 @@
 //! `init`).
 
 pub mod init;
+pub mod log;
 pub mod sigconf;
 pub mod user;
 
