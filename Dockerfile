@@ -25,6 +25,8 @@ RUN mkdir -p src examples/demo-app \
     && echo 'fn main() {}' > examples/demo-app/main.rs \
     && scripts/build-static.sh --example demo-app \
     && rm -rf src examples
+COPY build.rs ./
+COPY scripts/supervisor-layout.ld scripts/
 COPY src src
 COPY examples/demo-app examples/demo-app
 RUN touch src/main.rs examples/demo-app/main.rs \

@@ -32,9 +32,11 @@ if [ -z "${!cc_var:-}" ] && [ "$host" != "$TARGET" ]; then
 fi
 
 export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static"
+# Group the code the supervisor runs (see build.rs and scripts/profile-supervisor.py).
+export PREFLIGHT_LINK_LAYOUT="${PREFLIGHT_LINK_LAYOUT-$PWD/scripts/supervisor-layout.ld}"
 cargo build --release --locked --target "$TARGET" --bin preflight "$@" >&2 || die "cargo build failed (see above)"
 
-BIN="target/$TARGET/release/preflight"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/preflight"
 if command -v file >/dev/null 2>&1 && ! file "$BIN" | grep -q 'statically linked'; then
     die "$BIN is not statically linked: $(file -b "$BIN")"
 fi

@@ -26,6 +26,13 @@ fn main() -> ExitCode {
     if let Some(exit) = app::supervise_only() {
         return exit.into();
     }
+    cli_main(started)
+}
+
+/// Everything but the supervise-only mode. Kept out of `main` so the supervisor's code stays
+/// small and together (scripts/supervisor-layout.ld).
+#[inline(never)]
+fn cli_main(started: Instant) -> ExitCode {
     // clap prints usage errors itself and exits 2, our code for them.
     let cli = cli::Cli::parse();
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
