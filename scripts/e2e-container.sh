@@ -221,9 +221,15 @@ say "postgres-late: container start → app listening in $LATE_MS ms (database s
 start_container postgres-up "" "$DB_URL" -- run --log-format json --timeout 60s -- /demo-app
 wait_for_line "$WORK/postgres-up.out" "demo-app: listening" 30
 UP_MS=$(($(now_ms) - START_MS))
+# PID 1 is now the supervise-only process (the re-exec reset its peak). tini keeps ~1.3 MB; the
+# laid-out static build ~0.7 MB. Over 1 MB means the layout no longer fits the code.
+HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CONTAINER/status")
+((HWM_KB <= 1024)) || fail "postgres-up: the supervisor's peak RSS is $HWM_KB kB, over 1024 kB: \
+regenerate scripts/supervisor-layout.ld with scripts/profile-supervisor.py"
 stop_container postgres-up
 check_logs postgres-up || fail "postgres-up: logs"
 say "postgres-up: container start → app listening in $UP_MS ms (database up, schema current)"
+say "postgres-up: supervisor peak RSS $HWM_KB kB"
 
 # --- scenario 3: SQLite on a volume, migrating at boot with backups ------------------------
 mkdir -p "$WORK/volume" && chown "$UID_APP:$UID_APP" "$WORK/volume"
@@ -257,4 +263,4 @@ say "sqlite: container start → app listening in $SQLITE_MS ms (new database on
 say "sqlite-v2: backup written, third migration applied"
 
 say "PASS"
-echo "e2e-container: static binary $(stat -c %s "$BIN") bytes; start → app listening: postgres up ${UP_MS} ms, postgres 3 s late ${LATE_MS} ms, sqlite new ${SQLITE_MS} ms"
+echo "e2e-container: static binary $(stat -c %s "$BIN") bytes; start → app listening: postgres up ${UP_MS} ms, postgres 3 s late ${LATE_MS} ms, sqlite new ${SQLITE_MS} ms; supervisor peak RSS ${HWM_KB} kB"
