@@ -14,6 +14,7 @@ Installs tini and dumb-init with apt-get when they are missing. Run as root.
 Usage: scripts/bench-init.py
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from benchlib import BIN, ROOT, build_release, pct  # noqa: E402
 
 STATIC = os.path.join(ROOT, "target", f"{os.uname().machine}-unknown-linux-musl", "release", "preflight")
 SQLITE_DIR = tempfile.mkdtemp(prefix="pf-bench-init-db-")
+atexit.register(shutil.rmtree, SQLITE_DIR, ignore_errors=True)
 INITS = {
     # The shipped artifact (scripts/build-static.sh), as a plain init and after a wait and a
     # migration on SQLite (the re-exec into the supervise-only mode must leave nothing resident).

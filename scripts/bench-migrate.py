@@ -14,9 +14,11 @@ Usage: scripts/bench-migrate.py [--count 200]
 """
 
 import argparse
+import atexit
 import os
 import statistics
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ def statement(i):
 
 def sql_dir(count):
     d = tempfile.mkdtemp(prefix="pf-bench-sql-")
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     for i in range(1, count + 1):
         with open(os.path.join(d, f"{i:05d}_t{i}.sql"), "w") as f:
             f.write(statement(i) + "\n")
@@ -41,6 +44,7 @@ def sql_dir(count):
 
 def alembic_dir(count):
     d = tempfile.mkdtemp(prefix="pf-bench-alembic-")
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     os.mkdir(os.path.join(d, "versions"))
     with open(os.path.join(d, "alembic.ini"), "w") as f:
         f.write("[alembic]\nscript_location = %(here)s\n")

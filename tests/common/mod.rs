@@ -71,6 +71,26 @@ fn ids(user: &str) -> (u32, u32) {
     (uid, line.trim().parse().unwrap())
 }
 
+/// Directories to delete when the test process exits: statics (the server templates) are
+/// never dropped, so their `TempDir`s would otherwise stay in /tmp after every run.
+static AT_EXIT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: &Path) {
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = AT_EXIT.lock() {
+            for dir in dirs.iter() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+    }
+    let mut dirs = AT_EXIT.lock().unwrap();
+    if dirs.is_empty() {
+        // SAFETY: registers a plain function; it runs once, from exit(), after the tests.
+        unsafe { nix::libc::atexit(cleanup) };
+    }
+    dirs.push(dir.to_owned());
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -80,6 +100,7 @@ fn pg_template() -> &'static Path {
     &PG_TEMPLATE
         .get_or_init(|| {
             let root = tempfile::Builder::new().prefix("pf-pgtpl-").tempdir().unwrap();
+            remove_at_exit(root.path());
             let (uid, gid) = ids("postgres");
             fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
             let data = root.path().join("data");
@@ -267,6 +288,7 @@ fn mariadb_template() -> &'static Path {
     &MARIADB_TEMPLATE
         .get_or_init(|| {
             let root = tempfile::Builder::new().prefix("pf-mytpl-").tempdir().unwrap();
+            remove_at_exit(root.path());
             let data = root.path().join("data");
             run(Command::new("mariadb-install-db")
                 .arg("--no-defaults")
