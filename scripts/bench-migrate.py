@@ -16,9 +16,9 @@ Usage: scripts/bench-migrate.py [--count 200]
 import argparse
 import atexit
 import os
+import shutil
 import statistics
 import subprocess
-import shutil
 import sys
 import tempfile
 import time

@@ -36,7 +36,7 @@ def die(msg):
     sys.exit(f"profile-supervisor: {msg}")
 
 
-def build(tmp):
+def build():
     target_dir = os.path.join(ROOT, "target", "profile-static")
     link_map = os.path.join(target_dir, "preflight.map")
     env = dict(os.environ)
@@ -142,7 +142,7 @@ def main():
     if subprocess.run(["which", "valgrind"], capture_output=True).returncode != 0:
         die("valgrind is not installed: apt-get install valgrind")
     with tempfile.TemporaryDirectory(prefix="pf-profile-") as tmp:
-        binary, link_map = build(tmp)
+        binary, link_map = build()
         addrs = profile(binary, tmp)
     sections = input_sections(link_map)
     starts = [s[0] for s in sections]

@@ -93,8 +93,6 @@ impl Subscriber for Logger {
             event.record(&mut JsonFields { line: &mut line });
             line.push_str("}\n");
         } else {
-            let mut ts = String::with_capacity(27);
-            timestamp(&mut ts, now.as_secs(), now.subsec_micros());
             let mut fields = TextFields { message: String::new(), rest: String::new(), ansi: self.ansi };
             event.record(&mut fields);
             if self.ansi {
@@ -105,9 +103,12 @@ impl Subscriber for Logger {
                     Level::WARN => "33",
                     Level::ERROR => "31",
                 };
-                let _ = write!(line, "\x1b[2m{ts}\x1b[0m \x1b[{color}m{:>5}\x1b[0m ", level.as_str());
+                line.push_str("\x1b[2m");
+                timestamp(&mut line, now.as_secs(), now.subsec_micros());
+                let _ = write!(line, "\x1b[0m \x1b[{color}m{:>5}\x1b[0m ", level.as_str());
             } else {
-                let _ = write!(line, "{ts} {:>5} ", level.as_str());
+                timestamp(&mut line, now.as_secs(), now.subsec_micros());
+                let _ = write!(line, " {:>5} ", level.as_str());
             }
             line.push_str(&fields.message);
             line.push_str(&fields.rest);

@@ -71,11 +71,12 @@ fn ids(user: &str) -> (u32, u32) {
     (uid, line.trim().parse().unwrap())
 }
 
-/// Directories to delete when the test process exits: statics (the server templates) are
-/// never dropped, so their `TempDir`s would otherwise stay in /tmp after every run.
+/// Directories to delete when the test process exits.
 static AT_EXIT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-fn remove_at_exit(dir: &Path) {
+/// A temp dir for a server template. The templates live in statics, which are never dropped,
+/// so a `TempDir` would stay in /tmp after every run: this one is removed at exit instead.
+fn template_dir(prefix: &str) -> PathBuf {
     extern "C" fn cleanup() {
         if let Ok(dirs) = AT_EXIT.lock() {
             for dir in dirs.iter() {
@@ -83,44 +84,43 @@ fn remove_at_exit(dir: &Path) {
             }
         }
     }
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap().keep();
     let mut dirs = AT_EXIT.lock().unwrap();
     if dirs.is_empty() {
         // SAFETY: registers a plain function; it runs once, from exit(), after the tests.
         unsafe { nix::libc::atexit(cleanup) };
     }
-    dirs.push(dir.to_owned());
+    dirs.push(dir.clone());
+    dir
 }
 
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
-static PG_TEMPLATE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+static PG_TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
 
 fn pg_template() -> &'static Path {
-    &PG_TEMPLATE
-        .get_or_init(|| {
-            let root = tempfile::Builder::new().prefix("pf-pgtpl-").tempdir().unwrap();
-            remove_at_exit(root.path());
-            let (uid, gid) = ids("postgres");
-            fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            let data = root.path().join("data");
-            let pwfile = root.path().join("pw");
-            fs::write(&pwfile, PASSWORD).unwrap();
-            nix::unistd::chown(root.path(), Some(uid.into()), Some(gid.into())).unwrap();
-            nix::unistd::chown(&pwfile, Some(uid.into()), Some(gid.into())).unwrap();
-            run(Command::new("setpriv")
-                .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
-                .arg(pg_bin("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", USER, "-A", "scram-sha-256", "--no-sync", "--no-instructions"])
-                .arg(format!("--pwfile={}", pwfile.display())));
-            // initdb allows only 127.0.0.1 and ::1; tests also connect over namespace addresses.
-            let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).unwrap();
-            writeln!(hba, "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256").unwrap();
-            (root, data)
-        })
-        .1
+    PG_TEMPLATE.get_or_init(|| {
+        let root = template_dir("pf-pgtpl-");
+        let (uid, gid) = ids("postgres");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let data = root.join("data");
+        let pwfile = root.join("pw");
+        fs::write(&pwfile, PASSWORD).unwrap();
+        nix::unistd::chown(&root, Some(uid.into()), Some(gid.into())).unwrap();
+        nix::unistd::chown(&pwfile, Some(uid.into()), Some(gid.into())).unwrap();
+        run(Command::new("setpriv")
+            .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", USER, "-A", "scram-sha-256", "--no-sync", "--no-instructions"])
+            .arg(format!("--pwfile={}", pwfile.display())));
+        // initdb allows only 127.0.0.1 and ::1; tests also connect over namespace addresses.
+        let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).unwrap();
+        writeln!(hba, "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256").unwrap();
+        data
+    })
 }
 
 /// A PostgreSQL server of our own. Stopped (SIGQUIT, immediate) when dropped.
@@ -263,7 +263,7 @@ impl Drop for Pg {
 // ---------------------------------------------------------------------------------------------
 // MariaDB
 
-static MARIADB_TEMPLATE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+static MARIADB_TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
 
 fn mariadbd_command(data: &Path, port: u16) -> Command {
     let mut cmd = Command::new("mariadbd");
@@ -285,40 +285,37 @@ fn mariadbd_command(data: &Path, port: u16) -> Command {
 }
 
 fn mariadb_template() -> &'static Path {
-    &MARIADB_TEMPLATE
-        .get_or_init(|| {
-            let root = tempfile::Builder::new().prefix("pf-mytpl-").tempdir().unwrap();
-            remove_at_exit(root.path());
-            let data = root.path().join("data");
-            run(Command::new("mariadb-install-db")
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"]));
-            // Start once to create our user, then stop cleanly so the copy is consistent.
-            let port = free_port();
-            let mut server =
-                mariadbd_command(&data, port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-            let log = data.join("error.log");
-            wait_until("mariadb template to be ready", Duration::from_secs(60), || {
-                fs::read_to_string(&log).unwrap_or_default().contains("ready for connections")
-            });
-            run(Command::new("mariadb")
-                .arg(format!("--socket={}", data.join("mysqld.sock").display()))
-                .args(["-uroot", "-e"])
-                .arg(format!(
-                    "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; \
+    MARIADB_TEMPLATE.get_or_init(|| {
+        let root = template_dir("pf-mytpl-");
+        let data = root.join("data");
+        run(Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"]));
+        // Start once to create our user, then stop cleanly so the copy is consistent.
+        let port = free_port();
+        let mut server =
+            mariadbd_command(&data, port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let log = data.join("error.log");
+        wait_until("mariadb template to be ready", Duration::from_secs(60), || {
+            fs::read_to_string(&log).unwrap_or_default().contains("ready for connections")
+        });
+        run(Command::new("mariadb")
+            .arg(format!("--socket={}", data.join("mysqld.sock").display()))
+            .args(["-uroot", "-e"])
+            .arg(format!(
+                "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; \
                      GRANT ALL ON *.* TO '{USER}'@'%'; CREATE DATABASE app;"
-                )));
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(server.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .unwrap();
-            server.wait().unwrap();
-            fs::remove_file(&log).ok();
-            (root, data)
-        })
-        .1
+            )));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        server.wait().unwrap();
+        fs::remove_file(&log).ok();
+        data
+    })
 }
 
 /// A MariaDB server of our own. Stopped (SIGKILL: the data is throwaway) when dropped.
