@@ -89,9 +89,14 @@ fn a_thousand_orphaned_grandchildren_leave_no_zombie() {
             [ "$alive" -eq 0 ] && break
             sleep 0.1; i=$((i+1))
         done
-        sleep 0.5
-        echo "orphans_seen=$(cat /proc/1/stat >/dev/null && echo yes)"
-        echo "zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)"
+        # PID 1 reaps on SIGCHLD: give it up to 5 s, then report what is left.
+        i=0
+        while [ $i -lt 50 ]; do
+            zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)
+            [ "$zombies" -eq 0 ] && break
+            sleep 0.1; i=$((i+1))
+        done
+        echo "zombies=$zombies"
     "#;
     let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", script], &[]).finish(Duration::from_secs(60));
     done.expect_code(0);
@@ -338,8 +343,12 @@ fn signals_reach_every_member_of_a_pipeline() {
 fn leftovers_of_the_apps_group_get_sigterm_then_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("leftover");
-    // The app exits at once, leaving a background member of its group behind.
-    let script = format!("python3 -c '{RECORDER}' {} 1 & sleep 0.5; exit 3", out.display());
+    // The app exits as soon as the background member of its group it leaves behind has its
+    // handlers in place (the recorder's `.ready` file).
+    let script = format!(
+        "python3 -c '{RECORDER}' {0} 1 & while [ ! -e {0}.ready ]; do sleep 0.02; done; exit 3",
+        out.display()
+    );
     let done = Preflight::spawn_pid1(&["run", "--", "sh", "-c", &script], &[]).finish(LONG);
     done.expect_code(3);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "SIGTERM\n", "{done}");
