@@ -38,11 +38,11 @@ pub fn run(config: Config, started: Instant) -> Exit {
             Err(e) => Err(e),
         },
         Command::Migrate { wait, migrate, action } => phases(wait, Some((migrate, action)), &mut timings),
-        Command::Status { wait, database, dir, ignore_missing, json, check } => {
+        Command::Status { wait, phase, json, check } => {
             let policy = wait.policy.clone();
             phases(wait, None, &mut timings).and_then(|()| {
                 let current =
-                    runtime()?.block_on(migrate::status(&database, &dir, ignore_missing, json, &policy))?;
+                    runtime()?.block_on(migrate::status(&phase.database, &phase.config, json, &policy))?;
                 if check && !current {
                     return Err(Error::Migrate {
                         message: "the schema is not current (see the list above)".into(),
@@ -114,7 +114,7 @@ fn phases(
                 phase.set("migrate");
                 let began = Instant::now();
                 let result =
-                    migrate::run(&m.database, &m.config, m.mode, *action, &wait.policy, deadline, first).await;
+                    migrate::run(&m.database, &m.config, m.mode, action, &wait.policy, deadline, first).await;
                 migrate_time.set(Some(began.elapsed()));
                 result?;
             }

@@ -159,9 +159,10 @@ pub enum MigrateAction {
 
 #[derive(Debug, Args)]
 pub struct RevertArgs {
-    /// Revert every applied migration newer than this version.
+    /// Revert every applied migration newer than this version (with Alembic: downgrade to this
+    /// revision, or base).
     #[arg(long, value_name = "VERSION", conflicts_with = "steps")]
-    pub to: Option<i64>,
+    pub to: Option<String>,
 
     /// Revert this many of the newest applied migrations (default 1).
     #[arg(long, value_name = "N")]
@@ -189,7 +190,8 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct StampArgs {
-    /// Stamp every migration up to and including this version, or `latest`.
+    /// Stamp every migration up to and including this version, or `latest` (with Alembic: a
+    /// revision, `heads` or `base`).
     #[arg(id = "target_version", default_value = "latest", value_name = "VERSION")]
     pub version: String,
 
@@ -240,8 +242,24 @@ pub struct MigrateArgs {
     #[arg(long, env = "PREFLIGHT_MIGRATIONS", value_name = "DIR")]
     pub migrations: Option<std::path::PathBuf>,
 
-    /// Run the project's own migration tool instead, split into arguments without a shell.
-    /// Example: --migrate-command 'alembic upgrade head'
+    /// An Alembic project: its ini file. Revisions and alembic_version are read without Python;
+    /// Alembic runs only when something is to be done. Default: ./alembic.ini when it exists.
+    #[arg(long, env = "PREFLIGHT_ALEMBIC_CONFIG", value_name = "FILE", conflicts_with = "migrations")]
+    pub alembic_config: Option<std::path::PathBuf>,
+
+    /// The version table Alembic's env.py uses, when it sets version_table (and
+    /// version_table_schema: write schema.table).
+    #[arg(
+        long,
+        env = "PREFLIGHT_ALEMBIC_VERSION_TABLE",
+        default_value = "alembic_version",
+        value_name = "NAME"
+    )]
+    pub alembic_version_table: String,
+
+    /// Run the project's own migration tool instead, split into arguments without a shell. With
+    /// --alembic-config, it replaces `alembic -c FILE upgrade heads`.
+    /// Example: --migrate-command 'npx prisma migrate deploy'
     #[arg(long, env = "PREFLIGHT_MIGRATE_COMMAND", value_name = "COMMAND", conflicts_with = "migrations")]
     pub migrate_command: Option<String>,
 
@@ -250,8 +268,9 @@ pub struct MigrateArgs {
     #[arg(long, env = "PREFLIGHT_SCHEMA", value_enum, default_value_t = SchemaArg::Apply)]
     pub schema: SchemaArg,
 
-    /// With --migrate-command: exits 0 when the schema is current. Readers poll it; writers run
-    /// it first and skip the lock when it passes. Example: 'alembic current --check-heads'
+    /// For tools other than Alembic: exits 0 when the schema is current, 1 when not (2, 126, 127
+    /// or a signal: the check is broken). Readers poll it; writers run it first and skip the lock
+    /// when it passes. Example: 'npx prisma migrate status'
     #[arg(long, env = "PREFLIGHT_SCHEMA_CHECK_COMMAND", value_name = "COMMAND")]
     pub schema_check_command: Option<String>,
 

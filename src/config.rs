@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{self, Cli, LogFormat};
 use crate::error::Error;
+use crate::migrate::alembic::Project;
 use crate::migrate::backup::Backup;
-use crate::migrate::{Action, MigrateConfig, SchemaMode, Source};
+use crate::migrate::{Action, MigrateConfig, PassUrl, SchemaMode, Source};
 use crate::supervise::init::InitConfig;
 use crate::supervise::user::User;
 use crate::target::{self, Target, TargetKind};
@@ -23,29 +24,10 @@ pub struct Config {
 #[derive(Debug)]
 pub enum Command {
     Wait(WaitConfig),
-    Run {
-        wait: WaitConfig,
-        migrate: Option<MigratePhase>,
-        init: InitPlan,
-        argv: Vec<OsString>,
-    },
-    Supervise {
-        init: InitConfig,
-        argv: Vec<OsString>,
-    },
-    Migrate {
-        wait: WaitConfig,
-        migrate: MigratePhase,
-        action: Action,
-    },
-    Status {
-        wait: WaitConfig,
-        database: Box<Target>,
-        dir: PathBuf,
-        ignore_missing: bool,
-        json: bool,
-        check: bool,
-    },
+    Run { wait: WaitConfig, migrate: Option<MigratePhase>, init: InitPlan, argv: Vec<OsString> },
+    Supervise { init: InitConfig, argv: Vec<OsString> },
+    Migrate { wait: WaitConfig, migrate: MigratePhase, action: Action },
+    Status { wait: WaitConfig, phase: MigratePhase, json: bool, check: bool },
 }
 
 #[derive(Debug)]
@@ -54,6 +36,9 @@ pub struct WaitConfig {
     pub policy: WaitPolicy,
     /// The `--database-url` target, which migrations run against.
     pub database: Option<Target>,
+    /// The URL came from `--database-url-env NAME`: the commands preflight runs get it as their
+    /// `DATABASE_URL` even when one is set (it is the app's, maybe pooled).
+    pub database_from_named_env: bool,
 }
 
 /// How `run` starts the app.
@@ -116,12 +101,8 @@ impl Config {
                     None => (m.wait, m.migrate, Action::Apply { dry_run: m.dry_run }),
                     Some(cli::MigrateAction::Stamp(s)) => {
                         let to = match s.version.as_str() {
-                            "latest" | "head" => None,
-                            v => Some(v.parse::<i64>().map_err(|_| {
-                                Error::Config(format!(
-                                    "stamp '{v}': give a migration version (the number before '_' in its file name) or latest"
-                                ))
-                            })?),
+                            "latest" => None,
+                            v => Some(v.to_owned()),
                         };
                         (s.wait, s.migrate, Action::Stamp(to))
                     }
@@ -143,36 +124,21 @@ impl Config {
                 let wait = WaitConfig::from_args(wait)?;
                 let migrate = MigratePhase::from_args(&wait, args, true)?
                     .expect("required=true yields a phase or an error");
-                if matches!(migrate.config.source, Source::Command { .. })
-                    && action != (Action::Apply { dry_run: false })
-                {
-                    return Err(Error::Config(
-                        "stamp, revert, reset and --dry-run work on SQL migrations (--migrations DIR); with --migrate-command \
-                         use your tool's own (e.g. alembic stamp head)"
-                            .into(),
-                    ));
-                }
+                check_action(&migrate.config.source, &action)?;
                 Command::Migrate { wait, migrate, action }
             }
             cli::Command::Status(st) => {
                 let wait = WaitConfig::from_args(st.wait)?;
                 let phase = MigratePhase::from_args(&wait, st.migrate, true)?
                     .expect("required=true yields a phase or an error");
-                let Source::Dir(dir) = phase.config.source else {
+                if matches!(phase.config.source, Source::Command { .. }) {
                     return Err(Error::Config(
-                        "status reads SQL migrations (--migrations DIR); with --migrate-command ask your tool \
-                         (e.g. alembic current)"
+                        "status reads SQL migrations (--migrations DIR) or an Alembic project (--alembic-config); \
+                         with --migrate-command ask your tool"
                             .into(),
                     ));
-                };
-                Command::Status {
-                    wait,
-                    database: phase.database,
-                    dir,
-                    ignore_missing: phase.config.ignore_missing,
-                    json: st.format == cli::StatusFormat::Json,
-                    check: st.check,
                 }
+                Command::Status { wait, phase, json: st.format == cli::StatusFormat::Json, check: st.check }
             }
         };
         Ok(Config { command })
@@ -195,6 +161,7 @@ impl WaitConfig {
             }
             None => ("--database-url / DATABASE_URL".to_owned(), args.database_url),
         };
+        let database_from_named_env = args.database_url_env.is_some();
         if let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) {
             let target =
                 target::parse_database_url(url).map_err(|e| Error::Config(format!("{source}: {e}")))?;
@@ -238,7 +205,7 @@ impl WaitConfig {
             retry_login_errors: args.retry_login_errors,
             progress_every: Duration::from_secs(5),
         };
-        Ok(WaitConfig { targets, policy, database })
+        Ok(WaitConfig { targets, policy, database, database_from_named_env })
     }
 }
 
@@ -246,26 +213,27 @@ impl MigratePhase {
     /// `None` when there is nothing to migrate (no directory, no command) and `required` is
     /// false: `run` is then a plain wait-and-start.
     fn from_args(wait: &WaitConfig, args: cli::MigrateArgs, required: bool) -> Result<Option<Self>, Error> {
-        let check = args
-            .schema_check_command
-            .as_deref()
-            .map(|c| split_command("--schema-check-command", c))
-            .transpose()?;
-        let source = match (&args.migrate_command, &args.migrations) {
-            (Some(cmd), _) => Source::Command { argv: split_command("--migrate-command", cmd)?, check },
-            (None, Some(dir)) => Source::Dir(dir.clone()),
-            (None, None) if Path::new("migrations").is_dir() => Source::Dir(PathBuf::from("migrations")),
-            (None, None) if required => {
-                return Err(Error::Config(
-                    "no migrations: pass --migrations DIR (or create ./migrations), or --migrate-command 'alembic upgrade head'".into(),
-                ));
-            }
-            (None, None) => return Ok(None),
-        };
         let mode = match args.schema {
             cli::SchemaArg::Apply => SchemaMode::Apply,
             cli::SchemaArg::Wait => SchemaMode::Wait,
             cli::SchemaArg::Skip => SchemaMode::Skip,
+        };
+        let Some(source) = source(&args, mode)? else {
+            if mode == SchemaMode::Wait {
+                return Err(Error::Config(
+                    "--schema wait needs to know what \"current\" means: give the migrations (--migrations DIR, \
+                     --alembic-config FILE) or a --schema-check-command"
+                        .into(),
+                ));
+            }
+            if required {
+                return Err(Error::Config(
+                    "no migrations: pass --migrations DIR (or create ./migrations), --alembic-config alembic.ini, \
+                     or --migrate-command"
+                        .into(),
+                ));
+            }
+            return Ok(None);
         };
         let Some(database) = wait.database.clone() else {
             if mode == SchemaMode::Skip {
@@ -276,11 +244,6 @@ impl MigratePhase {
                     .into(),
             ));
         };
-        if mode == SchemaMode::Wait && matches!(&source, Source::Command { check: None, .. }) {
-            return Err(Error::Config(
-                "--schema wait with --migrate-command needs --schema-check-command, e.g. 'alembic current --check-heads'".into(),
-            ));
-        }
         if args.single_transaction && matches!(database.kind, TargetKind::MySql { .. }) {
             return Err(Error::Config(
                 "--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag".into(),
@@ -313,8 +276,100 @@ impl MigratePhase {
             ignore_missing: args.ignore_missing,
             single_transaction: args.single_transaction,
             backup,
+            database_url: if wait.database_from_named_env { PassUrl::Always } else { PassUrl::IfUnset },
         };
         Ok(Some(MigratePhase { database: Box::new(database), config, mode }))
+    }
+}
+
+/// Chooses the migration source. `None` when there is none: no flag, no ./alembic.ini, no
+/// ./migrations.
+fn source(args: &cli::MigrateArgs, mode: SchemaMode) -> Result<Option<Source>, Error> {
+    let check = args
+        .schema_check_command
+        .as_deref()
+        .map(|c| split_command("--schema-check-command", c))
+        .transpose()?;
+    let command =
+        args.migrate_command.as_deref().map(|c| split_command("--migrate-command", c)).transpose()?;
+    let alembic = match (&args.alembic_config, &args.migrations, &command) {
+        (Some(ini), _, _) => Some(ini.clone()),
+        (None, None, None) if check.is_none() && Path::new("alembic.ini").is_file() => {
+            Some(PathBuf::from("alembic.ini"))
+        }
+        _ => None,
+    };
+    if let Some(ini) = alembic {
+        if check.is_some() {
+            return Err(Error::Config(
+                "--schema-check-command is not needed with an Alembic project: preflight reads alembic_version \
+                 itself; drop it"
+                    .into(),
+            ));
+        }
+        let project = Project::load(&ini, &args.alembic_version_table)?;
+        return Ok(Some(Source::Alembic { project: std::sync::Arc::new(project), upgrade: command }));
+    }
+    if let Some(argv) = command {
+        if mode == SchemaMode::Wait && check.is_none() {
+            return Err(Error::Config(
+                "--schema wait with --migrate-command needs --schema-check-command (exit 0 when current), or use \
+                 --alembic-config for an Alembic project"
+                    .into(),
+            ));
+        }
+        return Ok(Some(Source::Command { argv, check }));
+    }
+    if let Some(check) = check {
+        if mode != SchemaMode::Wait {
+            return Err(Error::Config(
+                "--schema-check-command alone is for readers (--schema wait); a writer needs --migrate-command too"
+                    .into(),
+            ));
+        }
+        return Ok(Some(Source::Command { argv: Vec::new(), check: Some(check) }));
+    }
+    let (dir, flag) = match &args.migrations {
+        Some(dir) => (dir.clone(), "--migrations"),
+        None if Path::new("migrations").is_dir() => (PathBuf::from("migrations"), "./migrations"),
+        None => return Ok(None),
+    };
+    if looks_like_alembic(&dir) {
+        return Err(Error::Config(format!(
+            "{flag} {}: this folder holds Python files and no .sql file, like an Alembic script folder: \
+             pass --alembic-config with its alembic.ini (or --migrations for a folder of SQL files)",
+            dir.display()
+        )));
+    }
+    Ok(Some(Source::Dir(dir)))
+}
+
+/// An Alembic script folder: `env.py`, or `.py` files (or `versions/`), and no `.sql` file.
+fn looks_like_alembic(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let names: Vec<String> =
+        entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let sql = names.iter().any(|n| n.ends_with(".sql"));
+    let python =
+        names.iter().any(|n| n.ends_with(".py") || n == "script.py.mako") || dir.join("versions").is_dir();
+    !sql && python
+}
+
+/// Stamp, revert, reset and dry runs, checked against the source before anything connects.
+fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
+    match (source, action) {
+        (Source::Command { .. }, Action::Apply { dry_run: false }) => Ok(()),
+        (Source::Command { .. }, _) => Err(Error::Config(
+            "stamp, revert, reset and --dry-run work on SQL migrations (--migrations DIR) and Alembic projects \
+             (--alembic-config); with --migrate-command use your tool's own"
+                .into(),
+        )),
+        (Source::Dir(_), Action::Stamp(Some(v))) => crate::migrate::sql_version("stamp", v).map(drop),
+        (Source::Dir(_), Action::Revert { to: Some(v), .. }) => crate::migrate::sql_version("--to", v).map(drop),
+        (Source::Alembic { project, .. }, Action::Stamp(Some(spec)) | Action::Revert { to: Some(spec), .. }) => {
+            project.graph.resolve(spec).map(drop).map_err(|e| Error::Config(format!("{}: {e}", project.ini.display())))
+        }
+        _ => Ok(()),
     }
 }
 

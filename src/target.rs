@@ -57,6 +57,25 @@ pub struct Target {
     pub name: String,
     pub kind: TargetKind,
     pub redactor: Redactor,
+    /// The URL as the user wrote it, password included: only ever handed to the commands preflight
+    /// runs (as their `DATABASE_URL`), never printed.
+    pub url: SecretUrl,
+}
+
+/// A URL that may hold a password. Its `Debug` prints nothing of it, and it has no `Display`.
+#[derive(Clone, Default)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretUrl(***)")
+    }
 }
 
 #[derive(Clone)]
@@ -92,6 +111,25 @@ pub enum TargetKind {
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// The URL as SQLAlchemy should be given it: as written, except that a SQLite file is spelled
+    /// the way SQLAlchemy reads paths (`sqlite:////abs/app.db`, `sqlite:///rel.db`, the `+driver`
+    /// kept), naming the very file preflight opened, whichever convention the URL was written in.
+    pub fn sqlalchemy_url(&self) -> String {
+        match &self.kind {
+            TargetKind::Sqlite { path, .. } => {
+                let raw = self.url.expose();
+                let scheme = raw.split_once(':').map_or("sqlite", |(s, _)| s);
+                match path {
+                    Some(p) => format!("{scheme}:///{}", p.display()),
+                    None => format!("{scheme}://"),
+                }
+            }
+            _ => self.url.expose().to_owned(),
+        }
     }
 }
 
@@ -144,12 +182,14 @@ pub fn parse_database_url(raw: &str) -> Result<Target, TargetError> {
         Some((base, driver)) => (base.to_ascii_lowercase(), Some(driver)),
         None => (scheme.to_ascii_lowercase(), None),
     };
-    match base.as_str() {
+    let mut target = match base.as_str() {
         "postgres" | "postgresql" => parse_network_db("postgres", rest),
         "mysql" | "mariadb" => parse_network_db("mysql", rest),
         "sqlite" => parse_sqlite(raw, rest, driver.is_some()),
         _ => Err(TargetError(format!("unsupported database URL scheme '{scheme}': use {SCHEMES}"))),
-    }
+    }?;
+    target.url = SecretUrl(raw.to_owned());
+    Ok(target)
 }
 
 /// Parses a `--wait-for` target: `tcp://host:port`, `http://…`, or a database URL.
@@ -169,14 +209,24 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             TargetError(format!("tcp target '{raw}' has no port: write it as tcp://HOST:PORT"))
         })?;
         let name = format!("tcp://{}:{port}", host);
-        return Ok(Target { name, kind: TargetKind::Tcp { host, port }, redactor: Redactor::default() });
+        return Ok(Target {
+            name,
+            kind: TargetKind::Tcp { host, port },
+            redactor: Redactor::default(),
+            url: SecretUrl(raw.to_owned()),
+        });
     }
     if lower.starts_with("http://") {
         let (url, zone) = parse_url_with_zone(raw)?;
         let host = url_host(&url, zone)?;
         let port = url.port_or_known_default().unwrap_or(80);
         let redactor = redactor_for(&url);
-        return Ok(Target { name: redacted_url(&url), kind: TargetKind::Http { url, host, port }, redactor });
+        return Ok(Target {
+            name: redacted_url(&url),
+            kind: TargetKind::Http { url, host, port },
+            redactor,
+            url: SecretUrl(raw.to_owned()),
+        });
     }
     if lower.starts_with("https://") {
         return Err(TargetError(format!(
@@ -242,7 +292,7 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
         let options = MySqlConnectOptions::from_str(&plain).map_err(sqlx_error)?;
         TargetKind::MySql { endpoint, options: Box::new(options) }
     };
-    Ok(Target { name, kind, redactor })
+    Ok(Target { name, kind, redactor, url: SecretUrl::default() })
 }
 
 fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, TargetError> {
@@ -279,6 +329,7 @@ fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, Targe
         name: raw.to_owned(),
         kind: TargetKind::Sqlite { options: Box::new(options), path, writable },
         redactor: Redactor::default(),
+        url: SecretUrl::default(),
     })
 }
 

@@ -7,9 +7,11 @@ use std::time::SystemTime;
 
 use tracing::info;
 
+use super::{MigrateConfig, command_env};
 use crate::db::DbConn;
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::target::Target;
 
 #[derive(Debug, Clone)]
 pub enum Backup {
@@ -24,7 +26,12 @@ pub fn stamp(now: SystemTime) -> String {
     humantime::format_rfc3339_millis(now).to_string().replace(['-', ':', '.'], "")
 }
 
-pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
+pub async fn take(
+    backup: &Backup,
+    conn: &mut DbConn,
+    config: &MigrateConfig,
+    target: &Target,
+) -> Result<(), Error> {
     let stamp = stamp(SystemTime::now());
     match backup {
         Backup::Sqlite { dir, stem, keep } => {
@@ -52,13 +59,14 @@ pub async fn take(backup: &Backup, conn: &mut DbConn) -> Result<(), Error> {
             Ok(())
         }
         Backup::Command(argv) => {
-            let lookup = |k: &str| match k {
-                "PREFLIGHT_BACKUP_STAMP" => Some(stamp.clone()),
-                _ => std::env::var(k).ok(),
+            let mut env = command_env(config, target, target.url.expose().to_owned());
+            env.push(("PREFLIGHT_BACKUP_STAMP", stamp.clone()));
+            let lookup = |k: &str| match env.iter().find(|(name, _)| *name == k) {
+                Some((_, v)) => Some(v.clone()),
+                None => std::env::var(k).ok(),
             };
             let argv: Vec<String> = argv.iter().map(|a| expand(a, lookup)).collect();
-            let env = [("PREFLIGHT_BACKUP_STAMP", stamp.as_str())];
-            let status = super::run_command(&argv, "backup command", &env).await?;
+            let status = super::process::run(&argv, "backup command", &env).await?;
             if !status.success() {
                 return Err(failed(format!("the backup command '{}' failed ({status})", argv[0])));
             }

@@ -1,0 +1,593 @@
+//! The Alembic source: an Alembic project, read without Python.
+//!
+//! Starting Python and importing SQLAlchemy costs about a second, on every boot of every replica,
+//! just to learn that nothing is to be done; and `alembic current --check-heads` does not exist
+//! before Alembic 1.17. So preflight reads the project itself: `alembic.ini` (`ini`), every
+//! revision file's identifiers (`script`), the revision graph and its heads (`graph`), and the
+//! rows of `alembic_version` through the connection the wait phase already has. Alembic runs only
+//! when something is to be done: `alembic -c INI upgrade heads` (or `stamp`, `downgrade`) under the
+//! cluster-wide lock, after which the rows are read again to check that the database is where the
+//! command should have left it, and to say where it stopped when it is not.
+
+pub mod graph;
+mod ini;
+mod script;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use sqlx::Row;
+use tracing::{info, warn};
+
+use super::{Action, MigrateConfig, Reading, SchemaSource, backup, command_env, db_error, process, store};
+use crate::db::DbConn;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::target::Target;
+use graph::{Graph, Position, Revision};
+
+/// An Alembic project, read once, before anything connects.
+#[derive(Debug)]
+pub struct Project {
+    /// The ini file as given: the commands get `-c` with it.
+    pub ini: PathBuf,
+    pub graph: Graph,
+    /// Where the revision files were looked for, for messages.
+    pub locations: Vec<PathBuf>,
+    /// `alembic_version`, or what `--alembic-version-table` says env.py uses.
+    pub version_table: String,
+}
+
+impl Project {
+    /// Reads `ini` and every revision file it points at. Every error is a configuration error
+    /// (exit 2) that names the file.
+    pub fn load(ini: &Path, version_table: &str) -> Result<Project, Error> {
+        let flag = "--alembic-config";
+        let bad = |why: String| Error::Config(format!("{flag} {}: {why}", ini.display()));
+        if !valid_table_name(version_table) {
+            return Err(Error::Config(format!(
+                "--alembic-version-table '{version_table}': write a table name (letters, digits, _), \
+                 optionally with its schema: schema.table"
+            )));
+        }
+        let text = std::fs::read_to_string(ini).map_err(|e| bad(format!("cannot read it ({e})")))?;
+        let here = std::path::absolute(ini)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let section = ini::section(&text, "alembic", &here)
+            .map_err(|e| bad(e.0))?
+            .ok_or_else(|| bad("it has no [alembic] section: is it Alembic's ini file?".into()))?;
+        let get = |key: &str| section.get(key).map_err(|e| bad(e.0));
+        let script_location = get("script_location")?.ok_or_else(|| {
+            bad("[alembic] has no script_location: set it to the folder that holds env.py".into())
+        })?;
+        if section.boolean("sourceless").map_err(|e| bad(e.0))? {
+            return Err(bad(
+                "sourceless = true: preflight reads revision .py files and cannot read .pyc-only projects"
+                    .into(),
+            ));
+        }
+        let recursive = section.boolean("recursive_version_locations").map_err(|e| bad(e.0))?;
+        // Package resources (`myapp:migrations`) are looked for where Python would import them from.
+        let mut search = vec![PathBuf::from(".")];
+        if let Some(paths) = get("prepend_sys_path")? {
+            search.extend(
+                ini::split_locations(&section, &paths).map_err(|e| bad(e.0))?.into_iter().map(PathBuf::from),
+            );
+        }
+        let script_dir = ini::resolve_location(&script_location, &search).map_err(bad)?;
+        if !script_dir.is_dir() {
+            return Err(bad(format!(
+                "script_location {} is not a folder (a relative path is read from the working directory, as \
+                 Alembic does; %(here)s/… is relative to the ini file)",
+                script_dir.display()
+            )));
+        }
+        let locations = match get("version_locations")? {
+            Some(raw) => ini::split_locations(&section, &raw)
+                .map_err(|e| bad(e.0))?
+                .iter()
+                .map(|l| ini::resolve_location(l, &search))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?,
+            None => vec![script_dir.join("versions")],
+        };
+        let mut revisions = Vec::new();
+        let mut seen = BTreeSet::new();
+        for location in locations.iter().filter(|l| l.is_dir()) {
+            for file in revision_files(location, recursive).map_err(|e| bad(e.to_string()))? {
+                if !seen.insert(file.canonicalize().unwrap_or_else(|_| file.clone())) {
+                    continue;
+                }
+                revisions.push(read_revision(&file)?);
+            }
+        }
+        let graph = Graph::new(revisions).map_err(bad)?;
+        Ok(Project { ini: ini.to_path_buf(), graph, locations, version_table: version_table.to_owned() })
+    }
+
+    /// The argv of `alembic -c INI VERB ARGS…`.
+    fn alembic(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = vec!["alembic".to_owned(), "-c".to_owned(), self.ini.display().to_string()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv
+    }
+}
+
+fn valid_table_name(name: &str) -> bool {
+    let part = |p: &str| {
+        p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => part(schema) && part(table),
+        None => part(name),
+    }
+}
+
+/// The `.py` files Alembic would load from `dir`, sorted as it sorts them.
+fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_dir() {
+            if recursive && name != "__pycache__" {
+                dirs.push(path);
+            }
+        } else if name.ends_with(".py") && !name.starts_with(".#") && !name.starts_with("__init__") {
+            files.push(path);
+        }
+    }
+    for d in dirs {
+        files.extend(revision_files(&d, recursive)?);
+    }
+    Ok(files)
+}
+
+fn read_revision(file: &Path) -> Result<Revision, Error> {
+    let bad = |why: String| {
+        Error::Config(format!(
+            "revision file {}: {why}; preflight reads revision files without running them",
+            file.display()
+        ))
+    };
+    let bytes = std::fs::read(file).map_err(|e| bad(format!("cannot read it ({e})")))?;
+    let declared = script::read(&String::from_utf8_lossy(&bytes)).map_err(|e| bad(e.0))?;
+    let id = match declared.revision {
+        Some(id) => id,
+        // Alembic 0.1's files named the revision only in the file name.
+        None => legacy_id(file).ok_or_else(|| {
+            bad("no `revision = \"…\"` at the top level; Alembic would refuse this file too (move helpers out of the versions folder)".into())
+        })?,
+    };
+    let down = declared.down_revision.ok_or_else(|| {
+        bad(format!("revision {id} has no `down_revision = …` (None for the first revision)"))
+    })?;
+    Ok(Revision {
+        id,
+        down,
+        depends_on: declared.depends_on,
+        branch_labels: declared.branch_labels,
+        message: declared.message,
+        file: file.to_path_buf(),
+    })
+}
+
+fn legacy_id(file: &Path) -> Option<String> {
+    let stem = file.file_stem()?.to_str()?;
+    (!stem.is_empty() && stem.chars().all(|c| c.is_ascii_hexdigit())).then(|| stem.to_owned())
+}
+
+/// Reads the rows of the version table; a table that does not exist yet reads as no rows.
+async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    let (schema, name) = match table.split_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, table),
+    };
+    macro_rules! ids {
+        ($rows:expr) => {
+            $rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+        };
+    }
+    match conn {
+        DbConn::Pg(c) => {
+            let quoted = match schema {
+                Some(s) => format!("\"{s}\".\"{name}\""),
+                None => format!("\"{name}\""),
+            };
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&quoted)
+                .fetch_one(&mut *c)
+                .await?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let sql = format!("SELECT CAST(version_num AS TEXT) FROM {quoted}");
+            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+        }
+        DbConn::MySql(c) => {
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+            )
+            .bind(schema)
+            .bind(name)
+            .fetch_one(&mut *c)
+            .await?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let quoted = match schema {
+                Some(s) => format!("`{s}`.`{name}`"),
+                None => format!("`{name}`"),
+            };
+            let sql = format!("SELECT CAST(version_num AS CHAR) FROM {quoted}");
+            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+        }
+        DbConn::Sqlite(c) => {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            )
+            .bind(name)
+            .fetch_one(&mut *c)
+            .await?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let sql = format!("SELECT CAST(version_num AS TEXT) FROM \"{name}\"");
+            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+        }
+    }
+}
+
+/// What a command must have left the database at.
+type PositionCheck<'a> = Box<dyn Fn(&Position) -> bool + 'a>;
+
+/// The Alembic source, for one run of the phase.
+pub(super) struct Alembic<'a> {
+    project: &'a Project,
+    /// `--migrate-command`, replacing `alembic -c INI upgrade heads`.
+    upgrade: Option<&'a [String]>,
+    target: &'a Target,
+    config: &'a MigrateConfig,
+}
+
+impl<'a> Alembic<'a> {
+    pub fn new(
+        project: &'a Project,
+        upgrade: Option<&'a [String]>,
+        target: &'a Target,
+        config: &'a MigrateConfig,
+    ) -> Self {
+        Alembic { project, upgrade, target, config }
+    }
+
+    fn graph(&self) -> &Graph {
+        &self.project.graph
+    }
+
+    async fn position(&self, conn: &mut DbConn) -> Result<Position, Error> {
+        let rows =
+            read_rows(conn, &self.project.version_table).await.map_err(|e| db_error(self.target, &e))?;
+        let position = self.graph().locate(&rows);
+        if !position.missing.is_empty() && !self.config.ignore_missing {
+            return Err(Error::Migrate {
+                message: format!(
+                    "{} names revision(s) {} that no revision file in {} has: restore the files, or pass \
+                     --ignore-missing if a newer release applied them",
+                    self.project.version_table,
+                    position.missing.join(", "),
+                    self.locations()
+                ),
+                exit: Exit::Missing,
+            });
+        }
+        Ok(position)
+    }
+
+    fn locations(&self) -> String {
+        self.project.locations.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Whether `position` is what `action` asks for.
+    fn satisfied(&self, position: &Position, action: &Action) -> Result<bool, Error> {
+        if !position.missing.is_empty() {
+            // Only with --ignore-missing: a newer release is ahead of these files.
+            return Ok(true);
+        }
+        Ok(match action {
+            Action::Stamp(spec) => {
+                let want = self.resolve(spec.as_deref().unwrap_or("heads"))?;
+                position.rows.iter().collect::<BTreeSet<_>>() == want.iter().collect::<BTreeSet<_>>()
+            }
+            _ => position.at_heads,
+        })
+    }
+
+    fn resolve(&self, spec: &str) -> Result<Vec<String>, Error> {
+        self.graph().resolve(spec).map_err(Error::Config)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        command_env(self.config, self.target, self.target.sqlalchemy_url())
+    }
+
+    /// `at 0004 'merge'`, or `at no revision (alembic_version is empty)`.
+    fn describe(&self, position: &Position) -> String {
+        if position.rows.is_empty() {
+            return format!("at no revision ({} is empty)", self.project.version_table);
+        }
+        let rows: Vec<String> = position
+            .rows
+            .iter()
+            .map(|id| match self.graph().get(id) {
+                Some(r) if !r.message.is_empty() => format!("{id} '{}'", r.message),
+                _ => id.clone(),
+            })
+            .collect();
+        format!("at {}", rows.join(" + "))
+    }
+
+    fn describe_next(&self, position: &Position) -> String {
+        match position.next(self.graph()) {
+            Some(r) => format!(
+                "; the next revision, {} '{}' ({}), is not applied",
+                r.id,
+                r.message,
+                r.file.display()
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// Runs one Alembic command under the lock and checks where it left the database.
+    async fn run_checked(
+        &self,
+        conn: &mut DbConn,
+        argv: &[String],
+        what: &str,
+        check: impl Fn(&Position) -> bool,
+        expected: &str,
+    ) -> Result<Position, Error> {
+        let status = process::run(argv, what, &self.env()).await?;
+        let after = self.position(conn).await?;
+        if !status.success() {
+            return Err(Error::Migrate {
+                message: format!(
+                    "{what} '{}' failed ({status}); the database is {}{}; Alembic's own output above says why",
+                    argv[0],
+                    self.describe(&after),
+                    self.describe_next(&after)
+                ),
+                exit: Exit::CommandFailed,
+            });
+        }
+        if !check(&after) {
+            return Err(Error::Migrate {
+                message: format!(
+                    "{what} '{}' succeeded, but the database is {}, not {expected}{}: does env.py connect to \
+                     another database than preflight (it gets DATABASE_URL), or use another version table \
+                     (--alembic-version-table)?",
+                    argv[0],
+                    self.describe(&after),
+                    self.describe_next(&after)
+                ),
+                exit: Exit::MigrationFailed,
+            });
+        }
+        Ok(after)
+    }
+
+    async fn backup(&self, conn: &mut DbConn) -> Result<(), Error> {
+        match &self.config.backup {
+            Some(b) => backup::take(b, conn, self.config, self.target).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn upgrade(&self, conn: &mut DbConn, before: &Position) -> Result<usize, Error> {
+        let argv = match self.upgrade {
+            Some(argv) => argv.to_vec(),
+            None => self.project.alembic(&["upgrade", "heads"]),
+        };
+        let pending = before.pending(self.graph()).len();
+        info!(from = %self.describe(before), to = %self.graph().heads.join(" + "), pending, "upgrading with Alembic");
+        let heads = self.graph().heads.join(" + ");
+        let after = self
+            .run_checked(
+                conn,
+                &argv,
+                "the migration command",
+                |p| p.at_heads,
+                &format!("at the heads ({heads})"),
+            )
+            .await?;
+        Ok(before.applied.len().abs_diff(after.applied.len()))
+    }
+
+    /// `preflight status` for an Alembic project. `true` when current.
+    pub async fn status(&self, conn: &mut DbConn, json: bool) -> Result<bool, Error> {
+        let position = self.position(conn).await?;
+        let current = self.satisfied(&position, &Action::Apply { dry_run: false })?;
+        let graph = self.graph();
+        let state = |r: &Revision| if position.applied.contains(&r.id) { "applied" } else { "pending" };
+        if json {
+            let mut revisions: Vec<serde_json::Value> = graph
+                .revisions
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "revision": r.id,
+                        "down_revisions": r.down,
+                        "depends_on": r.depends_on,
+                        "branch_labels": r.branch_labels,
+                        "message": r.message,
+                        "file": r.file.display().to_string(),
+                        "state": state(r),
+                        "head": graph.heads.contains(&r.id),
+                    })
+                })
+                .collect();
+            revisions.extend(
+                position.missing.iter().map(|id| serde_json::json!({ "revision": id, "state": "missing" })),
+            );
+            let out = serde_json::json!({
+                "current": current,
+                "heads": graph.heads,
+                "database": position.rows,
+                "revisions": revisions,
+            });
+            println!("{out}");
+        } else {
+            let mut out = String::new();
+            for r in &graph.revisions {
+                let mut marks = Vec::new();
+                if graph.heads.contains(&r.id) {
+                    marks.push("head".to_owned());
+                }
+                if r.down.len() > 1 {
+                    marks.push(format!("merges {}", r.down.join(" + ")));
+                }
+                if !r.branch_labels.is_empty() {
+                    marks.push(format!("branch {}", r.branch_labels.join(", ")));
+                }
+                if !r.depends_on.is_empty() {
+                    marks.push(format!("depends on {}", r.depends_on.join(", ")));
+                }
+                let marks =
+                    if marks.is_empty() { String::new() } else { format!("  ({})", marks.join("; ")) };
+                out.push_str(&format!("{:<16} {:<8} {}{marks}\n", r.id, state(r), r.message));
+            }
+            for id in &position.missing {
+                out.push_str(&format!(
+                    "{id:<16} missing  (in {}, no revision file)\n",
+                    self.project.version_table
+                ));
+            }
+            let rows = if position.rows.is_empty() { "(none)".to_owned() } else { position.rows.join(", ") };
+            out.push_str(&format!("database at: {rows}\nheads:       {}\n", graph.heads.join(", ")));
+            out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
+            print!("{out}");
+        }
+        if !current {
+            warn!(
+                pending = position.pending(graph).len(),
+                missing = position.missing.len(),
+                "schema is not current"
+            );
+        }
+        Ok(current)
+    }
+}
+
+impl SchemaSource for Alembic<'_> {
+    async fn read(&self, conn: Option<&mut DbConn>, action: &Action) -> Result<Reading, Error> {
+        let conn = conn.expect("the Alembic source reads the database");
+        let position = self.position(conn).await?;
+        let current = self.satisfied(&position, action)?;
+        if !position.missing.is_empty() {
+            warn!(
+                missing = %position.missing.join(", "),
+                "the database is at revisions these files do not have; --ignore-missing: taking it as current"
+            );
+        }
+        let pending = position.pending(self.graph());
+        let argv = match self.upgrade {
+            Some(argv) => argv.to_vec(),
+            None => self.project.alembic(&["upgrade", "heads"]),
+        };
+        let mut plan = vec![format!(
+            "would run: {}",
+            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_default()
+        )];
+        plan.extend(
+            pending.iter().map(|r| format!("would apply {} {} ({})", r.id, r.message, r.file.display())),
+        );
+        Ok(Reading {
+            current,
+            doubt: None,
+            pending: Some(pending.len()),
+            detail: self.describe(&position),
+            plan,
+        })
+    }
+
+    async fn apply_locked(&self, conn: &mut DbConn, action: &Action) -> Result<usize, Error> {
+        let before = self.position(conn).await?;
+        match action {
+            Action::Apply { .. } => {
+                if self.satisfied(&before, action)? {
+                    info!("another process applied the migrations while we waited for the lock");
+                    return Ok(0);
+                }
+                self.backup(conn).await?;
+                self.upgrade(conn, &before).await
+            }
+            Action::Stamp(spec) => {
+                let spec = spec.as_deref().unwrap_or("heads");
+                if self.satisfied(&before, action)? {
+                    info!(revision = spec, "already stamped");
+                    return Ok(0);
+                }
+                let want: BTreeSet<String> = self.resolve(spec)?.into_iter().collect();
+                self.backup(conn).await?;
+                let argv = self.project.alembic(&["stamp", spec]);
+                let after = self
+                    .run_checked(
+                        conn,
+                        &argv,
+                        "alembic stamp",
+                        |p| want.iter().all(|w| p.rows.contains(w)),
+                        spec,
+                    )
+                    .await?;
+                info!(database = %self.describe(&after), "stamped");
+                Ok(want.len())
+            }
+            Action::Revert { to, steps } => {
+                if before.rows.is_empty() {
+                    info!("nothing to revert: no revision is applied");
+                    return Ok(0);
+                }
+                let (arg, check): (String, PositionCheck) = match to {
+                    Some(spec) => {
+                        let targets = self.resolve(spec)?;
+                        let graph = self.graph();
+                        let check = move |p: &Position| {
+                            // Every target still applied, and nothing above any of them.
+                            targets.iter().all(|t| p.applied.contains(t))
+                                && p.rows.iter().all(|row| {
+                                    targets.iter().all(|t| row == t || !graph.ancestors([row]).contains(t))
+                                })
+                                && (!targets.is_empty() || p.rows.is_empty())
+                        };
+                        (spec.clone(), Box::new(check))
+                    }
+                    None => {
+                        let expected = before.applied.len().saturating_sub(*steps as usize);
+                        (format!("-{steps}"), Box::new(move |p: &Position| p.applied.len() == expected))
+                    }
+                };
+                self.backup(conn).await?;
+                let argv = self.project.alembic(&["downgrade", &arg]);
+                let after = self
+                    .run_checked(conn, &argv, "alembic downgrade", check, &format!("downgraded to {arg}"))
+                    .await?;
+                info!(database = %self.describe(&after), "reverted");
+                Ok(before.applied.len().saturating_sub(after.applied.len()))
+            }
+            Action::Reset => {
+                self.backup(conn).await?;
+                store::drop_all(conn).await.map_err(|e| db_error(self.target, &e))?;
+                warn!("reset: every object in the database was dropped; upgrading from no revision");
+                let empty = self.graph().locate(&[]);
+                self.upgrade(conn, &empty).await
+            }
+        }
+    }
+}
