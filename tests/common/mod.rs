@@ -524,6 +524,13 @@ impl Preflight {
         Self::spawn_cmd(cmd, args, env)
     }
 
+    /// Starts `preflight ARGS…` in the working directory `dir`.
+    pub fn spawn_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Preflight {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir);
+        Self::spawn_cmd(cmd, args, env)
+    }
+
     /// Starts preflight as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`).
     pub fn spawn_pid1(args: &[&str], env: &[(&str, &str)]) -> Preflight {
         let mut cmd = Command::new("unshare");
@@ -680,6 +687,24 @@ pub fn sql_i64(url: &str, sql: &str) -> i64 {
         } else {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
             sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.unwrap()
+        }
+    })
+}
+
+/// The first column of every row of `sql`, as text.
+pub fn sql_strings(url: &str, sql: &str) -> Vec<String> {
+    use sqlx::Connection;
+    block_on(async {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, String>(sql).fetch_all(&mut c).await.unwrap()
+        } else if url.starts_with("mysql") {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, String>(sql).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, String>(sql).fetch_all(&mut c).await.unwrap()
         }
     })
 }
