@@ -4,7 +4,11 @@
 Figures:
   1. time to apply 200 small migrations, one transaction each and --single-transaction;
   2. the no-op time, when the database is already current (median of 10 runs);
-  3. wall time for 20 concurrent migrators against one, on a fresh database.
+  3. wall time for 20 concurrent migrators against one, on a fresh database;
+  4. an Alembic project of the same 200 revisions, database current: the no-op start of
+     `preflight run -- true` with the Alembic source (read natively, no Python), with the
+     check-command way (`alembic current --check-heads` before `alembic upgrade head`), and bare
+     `alembic upgrade head`; and 5 replicas starting at once against one, each way.
 
 Alembic (target/test-venv, installed by scripts/install-test-deps.sh) applies the same 200
 statements as 200 revisions. Each timing is a whole process run, start to exit, on a fresh
@@ -119,6 +123,43 @@ def main():
         crowd = time.perf_counter() - t
         assert codes == [0] * 20, codes
         print(f"  one: {one:6.3f} s   twenty: {crowd:6.3f} s ({crowd / one:.2f}x), all exited 0")
+        print(f"== 4. Alembic project of {n} revisions, database current: no-op start (median of 20)")
+        ini = os.path.join(alembic, "alembic.ini")
+        alembic_url = pg.url(db="alembic")
+        env = dict(os.environ, PATH=os.path.dirname(ALEMBIC) + ":" + os.environ["PATH"],
+                   PYTHONDONTWRITEBYTECODE="1")
+        ways = {
+            "preflight, Alembic source": [BIN, "run", "--database-url", alembic_url, "--alembic-config", ini,
+                                          "--", "true"],
+            "preflight, check command": [BIN, "run", "--database-url", alembic_url,
+                                         "--migrate-command", f"alembic -c {ini} upgrade head",
+                                         "--schema-check-command", f"alembic -c {ini} current --check-heads",
+                                         "--", "true"],
+        }
+        alone = {}
+        for name, argv in ways.items():
+            alone[name] = statistics.median(timed(argv, env) for _ in range(20))
+        bare = statistics.median(alembic_upgrade(alembic_url) for _ in range(20))
+        native = alone["preflight, Alembic source"]
+        for name, t in alone.items():
+            print(f"  {name:28} {t * 1000:7.1f} ms ({bare / t:5.1f}x faster than bare alembic)")
+        print(f"  {'alembic upgrade head':28} {bare * 1000:7.1f} ms")
+        print(f"  goal: Alembic source <= 15 ms and >= 40x faster: "
+              f"{'met' if native <= 0.015 and bare / native >= 40 else 'NOT met'}")
+
+        print("== 5. 5 replicas starting at once on a current schema (median of 5 rounds)")
+        for name, argv in ways.items():
+            rounds = []
+            for _ in range(5):
+                t = time.perf_counter()
+                procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for _ in range(5)]
+                codes = [p.wait() for p in procs]
+                rounds.append(time.perf_counter() - t)
+                assert codes == [0] * 5, codes
+            five = statistics.median(rounds)
+            print(f"  {name:28} one {alone[name] * 1000:7.1f} ms, five {five * 1000:7.1f} ms "
+                  f"({five / alone[name]:.2f}x one)")
     finally:
         pg.cleanup()
 

@@ -505,6 +505,56 @@ mod tests {
         assert!(err.to_string().contains("--backoff-max"));
     }
 
+    fn migrate_args(args: &[&str]) -> cli::MigrateArgs {
+        let mut argv = vec!["preflight", "migrate"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            cli::Command::Migrate(m) => m.migrate,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_python_script_folder_is_not_read_as_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("migrations");
+        std::fs::create_dir_all(folder.join("versions")).unwrap();
+        std::fs::write(folder.join("env.py"), "").unwrap();
+        assert!(looks_like_alembic(&folder));
+        let args = migrate_args(&["--migrations", folder.to_str().unwrap()]);
+        let err = source(&args, SchemaMode::Apply).unwrap_err().to_string();
+        assert!(err.contains("--alembic-config"), "{err}");
+        // A folder with SQL in it is SQL, whatever else it holds.
+        std::fs::write(folder.join("1_a.sql"), "").unwrap();
+        assert!(!looks_like_alembic(&folder));
+        assert!(matches!(source(&args, SchemaMode::Apply), Ok(Some(Source::Dir(_)))));
+    }
+
+    #[test]
+    fn a_check_command_alone_serves_readers_only() {
+        let args = migrate_args(&["--schema-check-command", "true"]);
+        assert!(matches!(
+            source(&args, SchemaMode::Wait),
+            Ok(Some(Source::Command { argv, check: Some(_) })) if argv.is_empty()
+        ));
+        let err = source(&args, SchemaMode::Apply).unwrap_err().to_string();
+        assert!(err.contains("--migrate-command"), "{err}");
+        let cmd = migrate_args(&["--migrate-command", "tool up"]);
+        assert!(source(&cmd, SchemaMode::Wait).unwrap_err().to_string().contains("--schema-check-command"));
+    }
+
+    #[test]
+    fn a_bad_version_table_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("alembic.ini");
+        std::fs::write(&ini, "[alembic]\nscript_location = %(here)s\n").unwrap();
+        let ok = migrate_args(&["--alembic-config", ini.to_str().unwrap()]);
+        assert!(matches!(source(&ok, SchemaMode::Apply), Ok(Some(Source::Alembic { .. }))));
+        let bad =
+            migrate_args(&["--alembic-config", ini.to_str().unwrap(), "--alembic-version-table", "x; DROP"]);
+        assert!(source(&bad, SchemaMode::Apply).unwrap_err().to_string().contains("--alembic-version-table"));
+    }
+
     #[test]
     fn a_bad_wait_for_names_the_flag() {
         let err = wait_config(&["--wait-for", "tcp://db"]).unwrap_err().to_string();
