@@ -96,11 +96,14 @@ impl Project {
         let mut revisions = Vec::new();
         let mut seen = BTreeSet::new();
         for location in locations.iter().filter(|l| l.is_dir()) {
+            // The same folder listed twice (or through a link) is read once, as Alembic does;
+            // resolving the folder rather than each file keeps this to one call per location.
+            let real = location.canonicalize().unwrap_or_else(|_| location.clone());
             for file in revision_files(location, recursive).map_err(|e| bad(e.to_string()))? {
-                if !seen.insert(file.canonicalize().unwrap_or_else(|_| file.clone())) {
-                    continue;
+                let key = real.join(file.strip_prefix(location).unwrap_or(&file));
+                if seen.insert(key) {
+                    revisions.push(read_revision(&file)?);
                 }
-                revisions.push(read_revision(&file)?);
             }
         }
         let graph = Graph::new(revisions).map_err(bad)?;
@@ -135,7 +138,10 @@ fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> 
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if path.is_dir() {
+        // The entry's type comes with the listing; only a symlink costs a stat.
+        let is_dir =
+            entry.file_type().map(|t| t.is_dir() || (t.is_symlink() && path.is_dir())).unwrap_or(false);
+        if is_dir {
             if recursive && name != "__pycache__" {
                 dirs.push(path);
             }

@@ -45,9 +45,11 @@ struct Token {
     line: usize,
 }
 
-/// A logical line: its tokens and whether it starts at column 0.
+/// A logical line worth reading: its tokens, whether it starts at column 0, and whether it is
+/// the module's first statement (where a docstring sits).
 struct Logical {
     top: bool,
+    first: bool,
     tokens: Vec<Token>,
 }
 
@@ -58,17 +60,12 @@ pub struct ScriptError(pub String);
 pub fn read(source: &str) -> Result<Declared, ScriptError> {
     let lines = logical_lines(source.trim_start_matches('\u{feff}'))?;
     let mut out = Declared::default();
-    let mut first_statement = true;
     for logical in lines {
         let tokens = &logical.tokens;
-        if tokens.is_empty() {
+        if tokens.is_empty() || !logical.top {
             continue;
         }
-        let is_first = std::mem::replace(&mut first_statement, false);
-        if !logical.top {
-            continue;
-        }
-        if is_first
+        if logical.first
             && let [Token { tok: Tok::Str(doc), .. }, rest @ ..] = tokens.as_slice()
             && rest.iter().all(|t| matches!(t.tok, Tok::Str(_)))
         {
@@ -172,158 +169,253 @@ fn strings(toks: &[&Tok]) -> Option<String> {
     Some(out)
 }
 
+/// The names whose assignments are read.
+const NAMES: [&str; 4] = ["revision", "down_revision", "branch_labels", "depends_on"];
+
+/// Splits the source into logical lines and keeps the few that matter: a top-level line that
+/// starts with one of [`NAMES`], and the first statement when it is a string. Every other line
+/// is only scanned (for brackets, strings and continuations), not tokenized: a revision file's
+/// body is most of it, and a service reads hundreds of them at every start.
 fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
-    let chars: Vec<char> = src.chars().collect();
+    let b = src.as_bytes();
     let mut out = Vec::new();
-    let mut tokens: Vec<Token> = Vec::new();
-    let mut depth = 0i32;
-    let mut line = 1usize;
-    let mut at_line_start = true;
-    let mut top = true;
     let mut k = 0;
-    while k < chars.len() {
-        let c = chars[k];
-        if at_line_start {
-            // The first token of a logical line decides whether it is at column 0.
-            let mut col = k;
-            while col < chars.len() && (chars[col] == ' ' || chars[col] == '\t' || chars[col] == '\x0c') {
-                col += 1;
+    let mut line = 1usize;
+    let mut first = true;
+    while k < b.len() {
+        // The start of a logical line: its indentation, or a line with no statement.
+        let start = k;
+        while k < b.len() && matches!(b[k], b' ' | b'\t' | b'\x0c') {
+            k += 1;
+        }
+        match b.get(k) {
+            None => break,
+            Some(b'\n') => {
+                line += 1;
+                k += 1;
+                continue;
             }
-            top = col == k;
-            at_line_start = false;
-            k = col;
+            Some(b'\r') | Some(b'#') => {
+                while k < b.len() && b[k] != b'\n' {
+                    k += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let top = k == start;
+        let is_first = std::mem::replace(&mut first, false);
+        // Decide from the first token whether this line is kept.
+        let keep = top && {
+            let word_end = (k..b.len()).find(|&j| !is_ident(b[j])).unwrap_or(b.len());
+            let word = &src[k..word_end];
+            NAMES.contains(&word) || (is_first && starts_string(b, k))
+        };
+        if !keep {
+            let (next, lines) = skip_logical(b, k)?;
+            line += lines;
+            k = next;
             continue;
         }
-        match c {
-            '\n' => {
-                line += 1;
-                k += 1;
-                if depth == 0 {
-                    out.push(Logical { top, tokens: std::mem::take(&mut tokens) });
-                    at_line_start = true;
-                }
-            }
-            ' ' | '\t' | '\r' | '\x0c' => k += 1,
-            '#' => {
-                while k < chars.len() && chars[k] != '\n' {
+        let mut tokens = Vec::new();
+        let mut depth = 0i32;
+        while let Some(&c) = b.get(k) {
+            match c {
+                b'\n' => {
+                    line += 1;
                     k += 1;
+                    if depth == 0 {
+                        break;
+                    }
                 }
-            }
-            '\\' if chars.get(k + 1) == Some(&'\n') => {
-                line += 1;
-                k += 2;
-            }
-            ';' if depth == 0 => {
-                out.push(Logical { top, tokens: std::mem::take(&mut tokens) });
-                top = false;
-                k += 1;
-            }
-            _ if c.is_alphabetic() || c == '_' => {
-                let start = k;
-                while k < chars.len() && (chars[k].is_alphanumeric() || chars[k] == '_') {
+                b' ' | b'\t' | b'\r' | b'\x0c' => k += 1,
+                b'#' => {
+                    while k < b.len() && b[k] != b'\n' {
+                        k += 1;
+                    }
+                }
+                b'\\' if b.get(k + 1) == Some(&b'\n') => {
+                    line += 1;
+                    k += 2;
+                }
+                b'\\' if b.get(k + 1) == Some(&b'\r') && b.get(k + 2) == Some(&b'\n') => {
+                    line += 1;
+                    k += 3;
+                }
+                b';' if depth == 0 => {
+                    // `a = 1; revision = "x"`: what follows is a statement of its own, not at
+                    // the start of a line, so not read (Alembic never writes this).
                     k += 1;
-                }
-                let word: String = chars[start..k].iter().collect();
-                let prefix = word.to_ascii_lowercase();
-                let is_prefix = word.len() <= 2 && prefix.chars().all(|p| "rubf".contains(p));
-                if is_prefix && matches!(chars.get(k), Some('"' | '\'')) {
-                    let (s, next, lines) = string(&chars, k, prefix.contains('r'), line)?;
-                    let tok =
-                        if prefix.contains('f') || prefix.contains('b') { Tok::Other } else { Tok::Str(s) };
-                    tokens.push(Token { tok, line });
+                    out.push(Logical { top, first: is_first, tokens: std::mem::take(&mut tokens) });
+                    let (next, lines) = skip_logical(b, k)?;
                     line += lines;
                     k = next;
-                } else {
-                    tokens.push(Token { tok: Tok::Name(word), line });
+                    break;
                 }
-            }
-            '"' | '\'' => {
-                let (s, next, lines) = string(&chars, k, false, line)?;
-                tokens.push(Token { tok: Tok::Str(s), line });
-                line += lines;
-                k = next;
-            }
-            _ if c.is_ascii_digit() => {
-                while k < chars.len() && (chars[k].is_alphanumeric() || chars[k] == '.' || chars[k] == '_') {
-                    k += 1;
+                b'"' | b'\'' => {
+                    let (s, next, lines) = string(b, k, false, true, line)?;
+                    tokens.push(Token { tok: Tok::Str(s), line });
+                    line += lines;
+                    k = next;
                 }
-                tokens.push(Token { tok: Tok::Other, line });
-            }
-            _ => {
-                let two: String = chars[k..(k + 2).min(chars.len())].iter().collect();
-                let op = if ["==", "!=", "<=", ">=", "->", ":=", "**", "//", "<<", ">>", "+=", "-=", "|="]
-                    .contains(&two.as_str())
-                {
-                    two
-                } else {
-                    c.to_string()
-                };
-                match op.as_str() {
-                    "(" | "[" | "{" => depth += 1,
-                    ")" | "]" | "}" => depth = (depth - 1).max(0),
-                    _ => {}
+                _ if is_ident(c) && !c.is_ascii_digit() => {
+                    let start = k;
+                    while k < b.len() && is_ident(b[k]) {
+                        k += 1;
+                    }
+                    let word = &src[start..k];
+                    let lower = word.to_ascii_lowercase();
+                    let prefix = word.len() <= 2 && lower.bytes().all(|p| b"rubf".contains(&p));
+                    if prefix && matches!(b.get(k), Some(b'"' | b'\'')) {
+                        let (s, next, lines) = string(b, k, lower.contains('r'), true, line)?;
+                        let tok =
+                            if lower.contains('f') || lower.contains('b') { Tok::Other } else { Tok::Str(s) };
+                        tokens.push(Token { tok, line });
+                        line += lines;
+                        k = next;
+                    } else {
+                        tokens.push(Token { tok: Tok::Name(word.to_owned()), line });
+                    }
                 }
-                k += op.chars().count();
-                tokens.push(Token { tok: Tok::Op(op), line });
+                _ if c.is_ascii_digit() => {
+                    while k < b.len() && (is_ident(b[k]) || b[k] == b'.') {
+                        k += 1;
+                    }
+                    tokens.push(Token { tok: Tok::Other, line });
+                }
+                _ => {
+                    let two = &b[k..(k + 2).min(b.len())];
+                    let len = if TWO_CHAR_OPS.iter().any(|op| op.as_bytes() == two) { 2 } else { 1 };
+                    match c {
+                        b'(' | b'[' | b'{' => depth += 1,
+                        b')' | b']' | b'}' => depth = (depth - 1).max(0),
+                        _ => {}
+                    }
+                    let op = String::from_utf8_lossy(&b[k..k + len]).into_owned();
+                    tokens.push(Token { tok: Tok::Op(op), line });
+                    k += len;
+                }
             }
         }
-    }
-    if !tokens.is_empty() {
-        out.push(Logical { top, tokens });
+        if !tokens.is_empty() {
+            out.push(Logical { top, first: is_first, tokens });
+        }
     }
     Ok(out)
 }
 
-/// A string literal starting at `start` (its opening quote). Returns its value, the index after
-/// it, and how many newlines it spans.
+const TWO_CHAR_OPS: [&str; 13] =
+    ["==", "!=", "<=", ">=", "->", ":=", "**", "//", "<<", ">>", "+=", "-=", "|="];
+
+/// Letters, digits, `_`, and any byte of a non-ASCII character (Python allows those in names).
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// Whether a string literal (with an optional prefix) starts at `k`.
+fn starts_string(b: &[u8], k: usize) -> bool {
+    let mut j = k;
+    while j < b.len() && j < k + 2 && b"rRuUbBfF".contains(&b[j]) {
+        j += 1;
+    }
+    matches!(b.get(j), Some(b'"' | b'\''))
+}
+
+/// Skips the rest of a logical line from `k` (its strings and brackets included). Returns the
+/// index after it and how many newlines were passed.
+fn skip_logical(b: &[u8], mut k: usize) -> Result<(usize, usize), ScriptError> {
+    let mut depth = 0i32;
+    let mut lines = 0;
+    while let Some(&c) = b.get(k) {
+        match c {
+            b'\n' => {
+                lines += 1;
+                k += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            b'#' => {
+                while k < b.len() && b[k] != b'\n' {
+                    k += 1;
+                }
+            }
+            b'\\' if b.get(k + 1) == Some(&b'\n') => {
+                lines += 1;
+                k += 2;
+            }
+            b'\\' if b.get(k + 1) == Some(&b'\r') && b.get(k + 2) == Some(&b'\n') => {
+                lines += 1;
+                k += 3;
+            }
+            b'"' | b'\'' => {
+                let (_, next, n) = string(b, k, false, false, 0)?;
+                lines += n;
+                k = next;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                k += 1;
+            }
+            b')' | b']' | b'}' => {
+                depth = (depth - 1).max(0);
+                k += 1;
+            }
+            _ => k += 1,
+        }
+    }
+    Ok((k, lines))
+}
+
+/// A string literal starting at `start` (its opening quote). Returns its value (empty unless
+/// `decode`), the index after it, and how many newlines it spans.
 fn string(
-    chars: &[char],
+    b: &[u8],
     start: usize,
     raw: bool,
+    decode: bool,
     line: usize,
 ) -> Result<(String, usize, usize), ScriptError> {
-    let quote = chars[start];
-    let triple = chars.get(start + 1) == Some(&quote) && chars.get(start + 2) == Some(&quote);
+    let quote = b[start];
+    let triple = b.get(start + 1) == Some(&quote) && b.get(start + 2) == Some(&quote);
     let mut k = start + if triple { 3 } else { 1 };
-    let mut out = String::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut lines = 0;
+    let unclosed = || ScriptError(format!("line {line}: a string is never closed"));
     loop {
-        let Some(&c) = chars.get(k) else {
-            return Err(ScriptError(format!("line {line}: a string is never closed")));
-        };
-        if c == quote && (!triple || (chars.get(k + 1) == Some(&quote) && chars.get(k + 2) == Some(&quote))) {
-            return Ok((out, k + if triple { 3 } else { 1 }, lines));
+        let Some(&c) = b.get(k) else { return Err(unclosed()) };
+        if c == quote && (!triple || (b.get(k + 1) == Some(&quote) && b.get(k + 2) == Some(&quote))) {
+            let s = String::from_utf8_lossy(&out).into_owned();
+            return Ok((s, k + if triple { 3 } else { 1 }, lines));
         }
-        if c == '\n' {
+        if c == b'\n' {
             if !triple {
-                return Err(ScriptError(format!("line {line}: a string is never closed")));
+                return Err(unclosed());
             }
             lines += 1;
         }
-        if c == '\\' && k + 1 < chars.len() {
-            let next = chars[k + 1];
-            if next == '\n' {
+        if c == b'\\' && k + 1 < b.len() {
+            let next = b[k + 1];
+            if next == b'\n' {
                 lines += 1;
             }
-            if raw {
-                out.push('\\');
-                out.push(next);
-            } else {
+            if decode && raw {
+                out.extend_from_slice(&[b'\\', next]);
+            } else if decode {
                 match next {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    '\n' => {}
-                    '\\' | '\'' | '"' => out.push(next),
-                    other => {
-                        out.push('\\');
-                        out.push(other);
-                    }
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'\n' => {}
+                    b'\\' | b'\'' | b'"' => out.push(next),
+                    other => out.extend_from_slice(&[b'\\', other]),
                 }
             }
             k += 2;
             continue;
         }
-        out.push(c);
+        if decode && (c != b'\r' || !triple) {
+            out.push(c);
+        }
         k += 1;
     }
 }
@@ -390,6 +482,16 @@ def upgrade() -> None:
             assert!(err.starts_with("line "), "{src}: {err}");
         }
         assert!(read("revision = 'a\n").unwrap_err().0.contains("never closed"));
+    }
+
+    #[test]
+    fn crlf_bom_and_tabs_are_read() {
+        let src = "\u{feff}\"\"\"crlf message\r\n\r\nRevision ID: c\r\n\"\"\"\r\nrevision = 'c'\r\n\
+                   down_revision = (\r\n\t'a',\r\n\t'b',\r\n)\r\ndef upgrade():\r\n\trevision = 'no'\r\n";
+        let d = read(src).unwrap();
+        assert_eq!(d.message, "crlf message");
+        assert_eq!(d.revision.as_deref(), Some("c"));
+        assert_eq!(d.down_revision, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 
     #[test]
