@@ -93,19 +93,17 @@ impl Project {
                 .map_err(bad)?,
             None => vec![script_dir.join("versions")],
         };
-        let mut revisions = Vec::new();
+        // The same folder listed twice (or through a link) is read once, as Alembic does.
+        // Resolving the folders, not each file, keeps this to one call per location; a file
+        // reached twice through a link inside a recursive tree shows up as a duplicate id.
         let mut seen = BTreeSet::new();
+        let mut files = Vec::new();
         for location in locations.iter().filter(|l| l.is_dir()) {
-            // The same folder listed twice (or through a link) is read once, as Alembic does;
-            // resolving the folder rather than each file keeps this to one call per location.
-            let real = location.canonicalize().unwrap_or_else(|_| location.clone());
-            for file in revision_files(location, recursive).map_err(|e| bad(e.to_string()))? {
-                let key = real.join(file.strip_prefix(location).unwrap_or(&file));
-                if seen.insert(key) {
-                    revisions.push(read_revision(&file)?);
-                }
+            if seen.insert(location.canonicalize().unwrap_or_else(|_| location.clone())) {
+                files.extend(revision_files(location, recursive).map_err(|e| bad(e.to_string()))?);
             }
         }
+        let revisions = read_revisions(&files)?;
         let graph = Graph::new(revisions).map_err(bad)?;
         Ok(Project { ini: ini.to_path_buf(), graph, locations, version_table: version_table.to_owned() })
     }
@@ -155,15 +153,30 @@ fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> 
     Ok(files)
 }
 
-fn read_revision(file: &Path) -> Result<Revision, Error> {
+/// Reads the revision files in order, through one buffer.
+fn read_revisions(files: &[PathBuf]) -> Result<Vec<Revision>, Error> {
+    let mut buf = Vec::new();
+    files.iter().map(|file| read_revision(file, &mut buf)).collect()
+}
+
+/// Reads and parses one revision file, through `buf` (reused from file to file: a project
+/// is read at every start, and most revision files are a few kilobytes).
+fn read_revision(file: &Path, buf: &mut Vec<u8>) -> Result<Revision, Error> {
     let bad = |why: String| {
         Error::Config(format!(
             "revision file {}: {why}; preflight reads revision files without running them",
             file.display()
         ))
     };
-    let bytes = std::fs::read(file).map_err(|e| bad(format!("cannot read it ({e})")))?;
-    let declared = script::read(&String::from_utf8_lossy(&bytes)).map_err(|e| bad(e.0))?;
+    let len = read_all(file, buf).map_err(|e| bad(format!("cannot read it ({e})")))?;
+    let bytes = &buf[..len];
+    // Python source is UTF-8 unless a coding line says otherwise (Latin-1 in a comment, say);
+    // the lossy copy, which keeps such a file readable, is the rare path.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
+    let declared = script::read(&text).map_err(|e| bad(e.0))?;
     let id = match declared.revision {
         Some(id) => id,
         // Alembic 0.1's files named the revision only in the file name.
@@ -182,6 +195,26 @@ fn read_revision(file: &Path) -> Result<Revision, Error> {
         message: declared.message,
         file: file.to_path_buf(),
     })
+}
+
+/// Reads the whole file into the front of `buf` and returns its length. `buf` stays
+/// initialized and only grows, so a reused buffer costs neither a zero-fill nor the size
+/// lookup `fs::read` makes first.
+fn read_all(file: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file)?;
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize((buf.len() * 2).max(16 * 1024), 0);
+        }
+        match f.read(&mut buf[n..]) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn legacy_id(file: &Path) -> Option<String> {

@@ -196,9 +196,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
                 continue;
             }
             Some(b'\r') | Some(b'#') => {
-                while k < b.len() && b[k] != b'\n' {
-                    k += 1;
-                }
+                k = line_end(b, k);
                 continue;
             }
             _ => {}
@@ -212,7 +210,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
             NAMES.contains(&word) || (is_first && starts_string(b, k))
         };
         if !keep {
-            let (next, lines) = skip_logical(b, k)?;
+            let (next, lines) = skip_logical(b, k, line)?;
             line += lines;
             k = next;
             continue;
@@ -230,9 +228,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
                 }
                 b' ' | b'\t' | b'\r' | b'\x0c' => k += 1,
                 b'#' => {
-                    while k < b.len() && b[k] != b'\n' {
-                        k += 1;
-                    }
+                    k = line_end(b, k);
                 }
                 b'\\' if b.get(k + 1) == Some(&b'\n') => {
                     line += 1;
@@ -247,7 +243,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
                     // the start of a line, so not read (Alembic never writes this).
                     k += 1;
                     out.push(Logical { top, first: is_first, tokens: std::mem::take(&mut tokens) });
-                    let (next, lines) = skip_logical(b, k)?;
+                    let (next, lines) = skip_logical(b, k, line)?;
                     line += lines;
                     k = next;
                     break;
@@ -323,10 +319,16 @@ fn starts_string(b: &[u8], k: usize) -> bool {
 
 /// Skips the rest of a logical line from `k` (its strings and brackets included). Returns the
 /// index after it and how many newlines were passed.
-fn skip_logical(b: &[u8], mut k: usize) -> Result<(usize, usize), ScriptError> {
+fn skip_logical(b: &[u8], mut k: usize, line: usize) -> Result<(usize, usize), ScriptError> {
     let mut depth = 0i32;
     let mut lines = 0;
-    while let Some(&c) = b.get(k) {
+    loop {
+        // Only a few bytes matter to where a logical line ends; jump to the next one.
+        match b[k..].iter().position(|&c| SPECIAL[usize::from(c)]) {
+            Some(skip) => k += skip,
+            None => return Ok((b.len(), lines)),
+        }
+        let c = b[k];
         match c {
             b'\n' => {
                 lines += 1;
@@ -336,9 +338,7 @@ fn skip_logical(b: &[u8], mut k: usize) -> Result<(usize, usize), ScriptError> {
                 }
             }
             b'#' => {
-                while k < b.len() && b[k] != b'\n' {
-                    k += 1;
-                }
+                k = line_end(b, k);
             }
             b'\\' if b.get(k + 1) == Some(&b'\n') => {
                 lines += 1;
@@ -349,7 +349,7 @@ fn skip_logical(b: &[u8], mut k: usize) -> Result<(usize, usize), ScriptError> {
                 k += 3;
             }
             b'"' | b'\'' => {
-                let (_, next, n) = string(b, k, false, false, 0)?;
+                let (_, next, n) = string(b, k, false, false, line + lines)?;
                 lines += n;
                 k = next;
             }
@@ -365,6 +365,23 @@ fn skip_logical(b: &[u8], mut k: usize) -> Result<(usize, usize), ScriptError> {
         }
     }
     Ok((k, lines))
+}
+
+/// The bytes [`skip_logical`] stops at.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let special = b"\n#\\\"'()[]{}";
+    let mut i = 0;
+    while i < special.len() {
+        t[special[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// The index of the end of the line that `k` is on (its `\n`, or the end of the source).
+fn line_end(b: &[u8], k: usize) -> usize {
+    memchr::memchr(b'\n', &b[k..]).map_or(b.len(), |n| k + n)
 }
 
 /// A string literal starting at `start` (its opening quote). Returns its value (empty unless
@@ -383,7 +400,13 @@ fn string(
     let mut lines = 0;
     let unclosed = || ScriptError(format!("line {line}: a string is never closed"));
     loop {
-        let Some(&c) = b.get(k) else { return Err(unclosed()) };
+        // Jump to the next byte that can end the string, escape, or count a line.
+        let Some(skip) = memchr::memchr3(quote, b'\n', b'\\', &b[k..]) else { return Err(unclosed()) };
+        if decode {
+            out.extend(b[k..k + skip].iter().filter(|&&c| c != b'\r' || !triple));
+        }
+        k += skip;
+        let c = b[k];
         if c == quote && (!triple || (b.get(k + 1) == Some(&quote) && b.get(k + 2) == Some(&quote))) {
             let s = String::from_utf8_lossy(&out).into_owned();
             return Ok((s, k + if triple { 3 } else { 1 }, lines));
@@ -413,7 +436,7 @@ fn string(
             k += 2;
             continue;
         }
-        if decode && (c != b'\r' || !triple) {
+        if decode {
             out.push(c);
         }
         k += 1;
@@ -492,6 +515,24 @@ def upgrade() -> None:
         assert_eq!(d.message, "crlf message");
         assert_eq!(d.revision.as_deref(), Some("c"));
         assert_eq!(d.down_revision, Some(vec!["a".to_owned(), "b".to_owned()]));
+    }
+
+    #[test]
+    fn skipped_lines_hide_only_what_python_would_hide() {
+        // A bracket, a string or a continuation keeps a logical line going: what is inside is
+        // not an assignment at the top level. Whatever follows it is.
+        let src = "revision = 'yes'\nx = dict(\nrevision = 'no',\n)\nhelp = '''\nrevision = 'no'\n'''\n\
+                   y = 1 + \\\n2 # revision = 'no'\ns = \"it's \\\" # (\"\n\
+                   down_revision = None # ( [ {\n";
+        let d = read(src).unwrap();
+        assert_eq!(d.revision.as_deref(), Some("yes"));
+        assert_eq!(d.down_revision, Some(vec![]));
+        // The last top-level assignment wins, as when Python runs the file.
+        let d = read("revision = 'a'\ndef f():\n    pass\nrevision = 'b'\n").unwrap();
+        assert_eq!(d.revision.as_deref(), Some("b"));
+        // A string left open in a line that is only scanned is still named with its line.
+        let err = read("revision = 'a'\n\ndef f():\n    x = '''never\n").unwrap_err().0;
+        assert_eq!(err, "line 4: a string is never closed");
     }
 
     #[test]
