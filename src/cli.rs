@@ -335,15 +335,10 @@ pub struct WaitArgs {
     pub database_url_env: Option<String>,
 
     /// Another dependency: tcp://HOST:PORT, http://HOST[:PORT]/PATH (2xx is ready) or a
-    /// database URL. Repeat the flag, or separate with commas in the variable.
+    /// database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
+    /// separated by commas (a comma inside a password is written %2C there).
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
-    #[arg(
-        long,
-        env = "PREFLIGHT_WAIT_FOR",
-        value_name = "TARGET",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "TARGET")]
     pub wait_for: Vec<String>,
 
     /// Overall deadline for the wait; 0 waits forever. Example: 2m

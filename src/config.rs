@@ -168,11 +168,16 @@ impl WaitConfig {
             database = Some(target.clone());
             targets.push(target);
         }
-        for raw in args.wait_for.iter().filter(|r| !r.trim().is_empty()) {
-            targets.push(
-                target::parse_wait_for(raw)
-                    .map_err(|e| Error::Config(format!("--wait-for / PREFLIGHT_WAIT_FOR: {e}")))?,
-            );
+        // The flag is taken whole (a password may hold a comma); only the variable, one string
+        // for many targets, is split.
+        let (wait_for, from) = if args.wait_for.is_empty() {
+            let var = std::env::var("PREFLIGHT_WAIT_FOR").unwrap_or_default();
+            (var.split(',').map(str::to_owned).collect(), "PREFLIGHT_WAIT_FOR")
+        } else {
+            (args.wait_for, "--wait-for")
+        };
+        for raw in wait_for.iter().filter(|r| !r.trim().is_empty()) {
+            targets.push(target::parse_wait_for(raw).map_err(|e| Error::Config(format!("{from}: {e}")))?);
         }
 
         let timeout = duration("--timeout", &args.timeout)?;
@@ -442,11 +447,20 @@ fn parse_signal(raw: &str) -> Option<i32> {
 /// scratch images have no shell.
 fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
     match shlex::split(raw) {
+        // `NAME=value cmd` is a shell's syntax; without a shell it would be run as a program
+        // named `NAME=value`.
+        Some(argv) if argv[0].split('/').next().is_some_and(|w| w.contains('=')) => {
+            Err(Error::Config(format!(
+                "{flag} starts with a variable assignment, and commands run without a shell: \
+                 set the variable in the environment, or write `env NAME=VALUE command …`"
+            )))
+        }
         Some(argv) if !argv.is_empty() => Ok(argv),
         Some(_) => {
             Err(Error::Config(format!("{flag} is empty: give a command, e.g. 'alembic upgrade head'")))
         }
-        None => Err(Error::Config(format!("{flag} '{raw}' has unbalanced quotes: close them"))),
+        // Not quoted back: the command line may hold a password.
+        None => Err(Error::Config(format!("{flag} has an unbalanced quote: close it, or escape it with \\"))),
     }
 }
 

@@ -1,12 +1,14 @@
 //! Structured logs on stderr, as text or one JSON object per line. stdout belongs to the app.
+//! Every line passes through [`redact::scrub`] on its way out.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 use crate::config::LogConfig;
 use crate::error::Error;
+use crate::redact;
 
 /// Installs the global subscriber. sqlx's own chatter is kept at warn unless the filter names
 /// it, so `--log-level debug` shows preflight's attempts rather than every driver event.
@@ -23,7 +25,7 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
         ))
     })?;
     let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(ScrubbedStderr).with_target(false);
     let result = match config.format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => {
@@ -31,4 +33,38 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
         }
     };
     result.map_err(|e| Error::Internal(format!("cannot install the logger: {e}")))
+}
+
+/// Hands each event a buffer, and writes the whole event, scrubbed, to stderr when it is done:
+/// a URL split across two writes could not be recognized.
+struct ScrubbedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter(Vec::new())
+    }
+}
+
+struct EventWriter(Vec<u8>);
+
+impl Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let text = String::from_utf8_lossy(&self.0);
+            let _ = std::io::stderr().write_all(redact::scrub(&text).as_bytes());
+        }
+    }
 }

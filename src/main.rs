@@ -10,6 +10,7 @@ mod exit;
 mod log;
 mod migrate;
 mod net;
+mod redact;
 mod supervise;
 mod target;
 mod wait;
@@ -33,10 +34,13 @@ fn main() -> ExitCode {
 /// small and together (scripts/supervisor-layout.ld).
 #[inline(never)]
 fn cli_main(started: Instant) -> ExitCode {
-    // clap prints usage errors itself and exits 2, our code for them.
-    let cli = cli::Cli::parse();
+    redact::install_panic_hook();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err).into(),
+    };
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
-        eprintln!("preflight: {err}");
+        eprintln!("preflight: {}", redact::scrub(&err.to_string()));
         return err.exit().into();
     }
     let exit = match config::Config::from_cli(cli) {
@@ -47,4 +51,44 @@ fn cli_main(started: Instant) -> ExitCode {
         }
     };
     exit.into()
+}
+
+/// An argument error. clap would print it with the argument as given, which may be a URL with
+/// its password (`preflight run postgres://u:PW@db/app`): the text is scrubbed first, and under
+/// JSON logs it is a JSON log line like every other error.
+fn usage_error(err: clap::Error) -> exit::Exit {
+    use clap::error::ErrorKind;
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = err.print();
+        return exit::Exit::Success;
+    }
+    let text = err.render().to_string();
+    let text = redact::scrub(&text);
+    let json = config::LogConfig { format: cli::LogFormat::Json, filter: "info".into() };
+    if json_logs_requested() && log::init(&json).is_ok() {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let message = lines.next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        let detail = lines.collect::<Vec<_>>().join(" ");
+        tracing::error!(exit_code = exit::Exit::Usage.code(), detail, "{message}");
+    } else {
+        eprint!("{text}");
+    }
+    exit::Exit::Usage
+}
+
+/// Whether `--log-format json` (or PREFLIGHT_LOG_FORMAT=json) was asked for, read from the raw
+/// arguments when clap could not parse them. Arguments after `--` are the app's.
+fn json_logs_requested() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let flag = args.iter().enumerate().rev().find_map(|(i, a)| {
+        if let Some(v) = a.strip_prefix("--log-format=") {
+            Some(v.to_owned())
+        } else if a == "--log-format" {
+            args.get(i + 1).cloned()
+        } else {
+            None
+        }
+    });
+    flag.or_else(|| std::env::var("PREFLIGHT_LOG_FORMAT").ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("json"))
 }

@@ -139,26 +139,23 @@ impl fmt::Display for Target {
     }
 }
 
-/// Removes a password from text that may contain it, in both its raw and its percent-encoded
-/// form.
+/// Removes a target's password from text that may contain it (a driver's error message). The
+/// passwords are registered with [`crate::redact`] when the target is parsed, so this is
+/// [`crate::redact::scrub`]: the same rules as every other output.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: usize,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} secrets)", self.secrets.len())
+        write!(f, "Redactor({} secrets)", self.secrets)
     }
 }
 
 impl Redactor {
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in &self.secrets {
-            out = out.replace(secret.as_str(), "***");
-        }
-        out
+        crate::redact::scrub(text).into_owned()
     }
 }
 
@@ -381,8 +378,7 @@ fn url_host(url: &Url, zone: Option<String>) -> Result<Host, TargetError> {
 
 /// Query parameters that carry a password (libpq's `password=`, and the like).
 fn is_secret_param(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("password") || key == "pass" || key == "pwd"
+    crate::redact::is_secret_key(key)
 }
 
 fn redactor_for(url: &Url) -> Redactor {
@@ -408,10 +404,10 @@ fn redactor_for(url: &Url) -> Redactor {
             }
         }
     }
-    // Longest first, so a secret that contains another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets.dedup();
-    Redactor { secrets }
+    for secret in &secrets {
+        crate::redact::register(secret);
+    }
+    Redactor { secrets: secrets.len() }
 }
 
 fn redacted_url(url: &Url) -> String {

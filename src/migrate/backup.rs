@@ -65,12 +65,14 @@ pub async fn take(
                 Some((_, v)) => Some(v.clone()),
                 None => std::env::var(k).ok(),
             };
+            // Logged and reported as written: an expanded value may be a secret.
+            let shown = &argv[0];
             let argv: Vec<String> = argv.iter().map(|a| expand(a, lookup)).collect();
-            let status = super::process::run(&argv, "backup command", &env).await?;
+            let status = super::process::run(&argv, shown, "backup command", &env).await?;
             if !status.success() {
-                return Err(failed(format!("the backup command '{}' failed ({status})", argv[0])));
+                return Err(failed(format!("the backup command '{shown}' failed ({status})")));
             }
-            info!(command = %argv[0], "backup command done");
+            info!(command = %shown, "backup command done");
             Ok(())
         }
     }

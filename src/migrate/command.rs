@@ -39,7 +39,7 @@ impl<'a> Command<'a> {
 
     /// `Ok(true)` when the check says current, `Ok(false)` when it says not yet.
     async fn check(&self, check: &[String]) -> Result<bool, Error> {
-        let status = process::run(check, "schema check command", &self.env()).await?;
+        let status = process::run(check, &check[0], "schema check command", &self.env()).await?;
         if status.success() {
             return Ok(true);
         }
@@ -104,7 +104,7 @@ impl SchemaSource for Command<'_> {
         if let Some(b) = &self.config.backup {
             backup::take(b, conn, self.config, self.target).await?;
         }
-        let status = process::run(self.argv, "migration command", &self.env()).await?;
+        let status = process::run(self.argv, &self.argv[0], "migration command", &self.env()).await?;
         if !status.success() {
             return Err(Error::Migrate {
                 message: format!(

@@ -14,8 +14,14 @@ use tracing::info;
 use crate::error::Error;
 use crate::exit::Exit;
 
-/// Runs `argv` with our environment plus `env`, and waits for it.
-pub async fn run(argv: &[String], what: &str, env: &[(&str, String)]) -> Result<ExitStatus, Error> {
+/// Runs `argv` with our environment plus `env`, and waits for it. `shown` is the program as
+/// the user wrote it, before any `$VAR` expansion: the only form that is logged.
+pub async fn run(
+    argv: &[String],
+    shown: &str,
+    what: &str,
+    env: &[(&str, String)],
+) -> Result<ExitStatus, Error> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).kill_on_drop(true);
     if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
@@ -32,12 +38,12 @@ pub async fn run(argv: &[String], what: &str, env: &[(&str, String)]) -> Result<
             Ok(())
         });
     }
-    info!(command = %argv[0], "running {what}");
+    info!(command = %shown, "running {what}");
     let mut child = cmd.spawn().map_err(|e| {
         let exit =
             if e.kind() == std::io::ErrorKind::NotFound { Exit::NotFound } else { Exit::NotExecutable };
         Error::Exec {
-            program: argv[0].clone().into(),
+            program: shown.into(),
             reason: format!("{what}: {e}"),
             path: std::env::var_os("PATH").unwrap_or_default(),
             exit,

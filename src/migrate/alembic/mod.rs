@@ -393,7 +393,7 @@ impl<'a> Alembic<'a> {
         check: impl Fn(&Position) -> bool,
         expected: &str,
     ) -> Result<Position, Error> {
-        let status = process::run(argv, what, &self.env()).await?;
+        let status = process::run(argv, &argv[0], what, &self.env()).await?;
         let after = self.position(conn).await?;
         if !status.success() {
             return Err(Error::Migrate {
