@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
@@ -113,7 +114,7 @@ pub struct InitArgs {
     pub rewrite_signal: Vec<String>,
 
     /// Send forwarded signals to the app alone, not to its whole process group.
-    #[arg(long, env = "PREFLIGHT_SIGNAL_CHILD_ONLY")]
+    #[arg(long, env = "PREFLIGHT_SIGNAL_CHILD_ONLY", value_parser = BoolishValueParser::new())]
     pub signal_child_only: bool,
 
     /// Run the app as USER[:GROUP] (names or numeric ids); needs root. A name also gets its
@@ -260,7 +261,13 @@ pub struct MigrateArgs {
     /// Run the project's own migration tool instead, split into arguments without a shell. With
     /// --alembic-config, it replaces `alembic -c FILE upgrade heads`.
     /// Example: --migrate-command 'npx prisma migrate deploy'
-    #[arg(long, env = "PREFLIGHT_MIGRATE_COMMAND", value_name = "COMMAND", conflicts_with = "migrations")]
+    #[arg(
+        long,
+        env = "PREFLIGHT_MIGRATE_COMMAND",
+        value_name = "COMMAND",
+        hide_env_values = true,
+        conflicts_with = "migrations"
+    )]
     pub migrate_command: Option<String>,
 
     /// apply: migrate under the lock. wait: take no lock, wait for another process to migrate
@@ -271,7 +278,7 @@ pub struct MigrateArgs {
     /// For tools other than Alembic: exits 0 when the schema is current, 1 when not (2, 126, 127
     /// or a signal: the check is broken). Readers poll it; writers run it first and skip the lock
     /// when it passes. Example: 'npx prisma migrate status'
-    #[arg(long, env = "PREFLIGHT_SCHEMA_CHECK_COMMAND", value_name = "COMMAND")]
+    #[arg(long, env = "PREFLIGHT_SCHEMA_CHECK_COMMAND", value_name = "COMMAND", hide_env_values = true)]
     pub schema_check_command: Option<String>,
 
     /// The longest to wait for another process's migration lock. Example: 10m
@@ -279,16 +286,16 @@ pub struct MigrateArgs {
     pub lock_timeout: String,
 
     /// Accept migrations applied in the database but absent locally (a newer release ran them).
-    #[arg(long, env = "PREFLIGHT_IGNORE_MISSING")]
+    #[arg(long, env = "PREFLIGHT_IGNORE_MISSING", value_parser = BoolishValueParser::new())]
     pub ignore_missing: bool,
 
     /// Apply every pending migration in one transaction: all or none (PostgreSQL, SQLite).
-    #[arg(long, env = "PREFLIGHT_SINGLE_TRANSACTION")]
+    #[arg(long, env = "PREFLIGHT_SINGLE_TRANSACTION", value_parser = BoolishValueParser::new())]
     pub single_transaction: bool,
 
     /// Back up before migrating, when something is pending (and before revert and reset).
     /// SQLite: VACUUM INTO a timestamped file. Other databases need --backup-command.
-    #[arg(long, env = "PREFLIGHT_BACKUP")]
+    #[arg(long, env = "PREFLIGHT_BACKUP", value_parser = BoolishValueParser::new())]
     pub backup: bool,
 
     /// Where SQLite backups go. Default: beside the database.
@@ -302,7 +309,7 @@ pub struct MigrateArgs {
     /// A backup command run under the lock before migrating, without a shell; $VAR and ${VAR}
     /// are expanded from the environment, and PREFLIGHT_BACKUP_STAMP holds a UTC timestamp.
     /// Example: 'pg_dump -Fc -f /backups/app-${PREFLIGHT_BACKUP_STAMP}.dump $DATABASE_URL'
-    #[arg(long, env = "PREFLIGHT_BACKUP_COMMAND", value_name = "COMMAND")]
+    #[arg(long, env = "PREFLIGHT_BACKUP_COMMAND", value_name = "COMMAND", hide_env_values = true)]
     pub backup_command: Option<String>,
 }
 
@@ -364,7 +371,7 @@ pub struct WaitArgs {
 
     /// Keep waiting through login errors (wrong password, no such user or database) instead of
     /// failing at once: for setups that create the user or database after the server starts.
-    #[arg(long, env = "PREFLIGHT_RETRY_LOGIN_ERRORS")]
+    #[arg(long, env = "PREFLIGHT_RETRY_LOGIN_ERRORS", value_parser = BoolishValueParser::new())]
     pub retry_login_errors: bool,
 }
 
@@ -386,6 +393,49 @@ mod tests {
         for needle in ["DATABASE_URL", "PREFLIGHT_TIMEOUT", "[default: 60s]", "PREFLIGHT_BACKOFF_MAX"] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
+        // Help prints an env var's value unless told not to: every variable that can hold a
+        // URL (or a command, which can hold a password) is hidden, in every subcommand.
+        let cmd = Cli::command();
+        let mut checked = 0;
+        for sub in cmd.get_subcommands().flat_map(|s| std::iter::once(s).chain(s.get_subcommands())) {
+            for arg in sub.get_arguments() {
+                let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+                // (PREFLIGHT_DATABASE_URL_ENV holds a variable's name, not a URL.)
+                if (env.contains("URL") || env.contains("COMMAND")) && !env.ends_with("_ENV") {
+                    assert!(arg.is_hide_env_values_set(), "{env} would be shown by --help");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 3, "only {checked} secret-bearing variables found");
+    }
+
+    /// The boolean variables, each spelled `1/0/yes/no/on/off/true/false` (tests/wait.rs runs
+    /// them). A new one must be added here, with `BoolishValueParser`.
+    pub const BOOLEAN_VARIABLES: [&str; 5] = [
+        "PREFLIGHT_SIGNAL_CHILD_ONLY",
+        "PREFLIGHT_IGNORE_MISSING",
+        "PREFLIGHT_SINGLE_TRANSACTION",
+        "PREFLIGHT_BACKUP",
+        "PREFLIGHT_RETRY_LOGIN_ERRORS",
+    ];
+
+    #[test]
+    fn every_boolean_variable_is_listed() {
+        let cmd = Cli::command();
+        let mut found: Vec<String> = Vec::new();
+        for sub in cmd.get_subcommands().flat_map(|s| std::iter::once(s).chain(s.get_subcommands())) {
+            for arg in sub.get_arguments().filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue)) {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    found.push(env.to_owned());
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        let mut listed = BOOLEAN_VARIABLES.map(str::to_owned).to_vec();
+        listed.sort();
+        assert_eq!(found, listed);
     }
 
     #[test]

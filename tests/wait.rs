@@ -408,3 +408,30 @@ fn postgres_over_a_unix_socket_with_the_password_in_the_query() {
     assert!(done.stderr.contains(&format!("address={}", pg.data.display())), "{done}");
     assert!(done.stderr.contains("password=***"), "{done}");
 }
+
+/// Boolean variables take the spellings people use in env files and Helm values, not only
+/// `true`/`false` (the list is src/cli.rs's `BOOLEAN_VARIABLES`).
+#[test]
+fn boolean_variables_take_yes_no_on_off_and_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("b.db").display());
+    for var in [
+        "PREFLIGHT_SIGNAL_CHILD_ONLY",
+        "PREFLIGHT_IGNORE_MISSING",
+        "PREFLIGHT_SINGLE_TRANSACTION",
+        "PREFLIGHT_BACKUP",
+        "PREFLIGHT_RETRY_LOGIN_ERRORS",
+    ] {
+        for value in ["1", "0", "yes", "No", "on", "OFF", "true", "false"] {
+            let done =
+                Preflight::spawn_with(None, &["run", "--database-url", &url, "--", "true"], &[(var, value)])
+                    .finish(Duration::from_secs(30));
+            assert_eq!(done.code(), Some(0), "{var}={value}: {done}");
+        }
+        let done =
+            Preflight::spawn_with(None, &["run", "--database-url", &url, "--", "true"], &[(var, "maybe")])
+                .finish(Duration::from_secs(30));
+        assert_eq!(done.code(), Some(2), "{var}=maybe: {done}");
+        assert!(done.stderr.contains("not a boolean"), "{done}");
+    }
+}
