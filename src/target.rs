@@ -295,8 +295,11 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
 fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, TargetError> {
     // SQLAlchemy's `sqlite:///rel.db` is relative and `sqlite:////abs.db` absolute; sqlx reads
     // `sqlite:///abs.db` as absolute. A `+driver` scheme tells us which convention is meant.
+    // Four slashes are absolute in both conventions: `sqlite:////data/app.db` is `/data/app.db`.
     let rest = if sqlalchemy {
         rest.strip_prefix("///").unwrap_or(rest)
+    } else if rest.starts_with("////") {
+        &rest[3..]
     } else {
         rest.strip_prefix("//").unwrap_or(rest)
     };
@@ -532,6 +535,9 @@ mod tests {
         assert_eq!(path("sqlite:///data/app.db"), Some(PathBuf::from("/data/app.db")));
         assert_eq!(path("sqlite+pysqlite:///rel.db"), Some(PathBuf::from("rel.db")));
         assert_eq!(path("sqlite+aiosqlite:////abs.db"), Some(PathBuf::from("/abs.db")));
+        // Four slashes mean an absolute path whichever convention the writer had in mind.
+        assert_eq!(path("sqlite:////abs/path.db"), Some(PathBuf::from("/abs/path.db")));
+        assert_eq!(path("sqlite:////abs.db?mode=rwc"), Some(PathBuf::from("/abs.db")));
         assert_eq!(path("sqlite::memory:"), None);
     }
 

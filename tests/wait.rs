@@ -435,3 +435,18 @@ fn boolean_variables_take_yes_no_on_off_and_digits() {
         assert!(done.stderr.contains("not a boolean"), "{done}");
     }
 }
+
+/// `sqlite:////abs/path.db` is absolute in SQLAlchemy's spelling and must not become the
+/// relative `abs/path.db` (a different, empty database).
+#[test]
+fn four_slash_sqlite_urls_are_absolute() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("app.db");
+    let url = format!("sqlite:///{}", file.display());
+    assert!(url.starts_with("sqlite:////"), "{url}");
+    let done = Preflight::spawn_in(cwd.path(), &["wait", "--database-url", &url], &[]).finish(LONG);
+    done.expect_code(0);
+    assert!(file.exists(), "{done}");
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "a relative file was created: {done}");
+}
