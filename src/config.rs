@@ -339,6 +339,12 @@ fn source(args: &cli::MigrateArgs, mode: SchemaMode) -> Result<Option<Source>, E
         None if Path::new("migrations").is_dir() => (PathBuf::from("migrations"), "./migrations"),
         None => return Ok(None),
     };
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "{flag} {}: no such directory; point it at your migrations, or use --migrate-command",
+            dir.display()
+        )));
+    }
     if looks_like_alembic(&dir) {
         return Err(Error::Config(format!(
             "{flag} {}: this folder holds Python files and no .sql file, like an Alembic script folder: \
@@ -465,14 +471,23 @@ fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
 }
 
 /// Human durations (`250ms`, `5s`, `2m`, `1h30m`); a bare `0` is accepted for "none".
+/// Durations are capped at a year: longer ones overflow clock arithmetic and the supervisor's
+/// copy of the flag, and a deadline of centuries is a typo for something else.
 pub fn duration(flag: &str, raw: &str) -> Result<Duration, Error> {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
     let raw = raw.trim();
     if raw == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(raw).map_err(|e| {
+    let d = humantime::parse_duration(raw).map_err(|e| {
         Error::Config(format!("{flag} '{raw}' is not a duration ({e}): write e.g. 250ms, 5s or 2m"))
-    })
+    })?;
+    if d > YEAR {
+        return Err(Error::Config(format!(
+            "{flag} '{raw}' is more than a year: write a shorter duration (0, where the flag takes it, means none)"
+        )));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

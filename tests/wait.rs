@@ -450,3 +450,50 @@ fn four_slash_sqlite_urls_are_absolute() {
     assert!(file.exists(), "{done}");
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "a relative file was created: {done}");
 }
+
+/// Bad input is refused before the first connection: nothing is created, nothing is started.
+#[test]
+fn bad_input_is_refused_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("never.db");
+    let started = dir.path().join("started");
+    let url = format!("sqlite:{}", db.display());
+    let touch = started.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "run",
+                "--database-url",
+                &url,
+                "--stop-timeout",
+                "600y",
+                "--init",
+                "always",
+                "--",
+                "touch",
+                touch,
+            ],
+            "more than a year",
+        ),
+        (vec!["run", "--database-url", &url, "--timeout", "1000y", "--", "touch", touch], "more than a year"),
+        (
+            vec![
+                "run",
+                "--database-url",
+                &url,
+                "--migrations",
+                "/nonexistent/migrations",
+                "--",
+                "touch",
+                touch,
+            ],
+            "no such directory",
+        ),
+    ] {
+        let done = preflight(None, &args, LONG);
+        done.expect_code(2);
+        assert!(done.stderr.contains(says), "{done}");
+        assert!(!done.stderr.contains("ready"), "it connected first: {done}");
+        assert!(!db.exists() && !started.exists(), "{done}");
+    }
+}
