@@ -352,7 +352,9 @@ fn source(args: &cli::MigrateArgs, mode: SchemaMode) -> Result<Option<Source>, E
             dir.display()
         )));
     }
-    Ok(Some(Source::Dir(dir)))
+    let folder = crate::migrate::SqlFolder::read(&dir)
+        .map_err(|e| Error::Config(format!("{flag} {}: {e}", dir.display())))?;
+    Ok(Some(Source::Dir(std::sync::Arc::new(folder))))
 }
 
 /// An Alembic script folder: `env.py`, or `.py` files (or `versions/`), and no `.sql` file.
@@ -375,8 +377,28 @@ fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
              (--alembic-config); with --migrate-command use your tool's own"
                 .into(),
         )),
-        (Source::Dir(_), Action::Stamp(Some(v))) => crate::migrate::sql_version("stamp", v).map(drop),
-        (Source::Dir(_), Action::Revert { to: Some(v), .. }) => crate::migrate::sql_version("--to", v).map(drop),
+        (Source::Dir(folder), Action::Stamp(Some(v))) => {
+            let version = crate::migrate::sql_version("stamp", v)?;
+            if folder.has(version) {
+                Ok(())
+            } else {
+                Err(Error::Config(format!(
+                    "stamp {version}: no migration in {} has this version; give one of its versions",
+                    folder.dir.display()
+                )))
+            }
+        }
+        (Source::Dir(folder), Action::Revert { to: Some(v), .. }) => {
+            let version = crate::migrate::sql_version("--to", v)?;
+            if version == 0 || folder.has(version) {
+                Ok(())
+            } else {
+                Err(Error::Config(format!(
+                    "--to {version}: no migration in {} has this version; give one of its versions, or 0 for all",
+                    folder.dir.display()
+                )))
+            }
+        }
         (Source::Alembic { project, .. }, Action::Stamp(Some(spec)) | Action::Revert { to: Some(spec), .. }) => {
             project.graph.resolve(spec).map(drop).map_err(|e| Error::Config(format!("{}: {e}", project.ini.display())))
         }

@@ -643,3 +643,51 @@ fn schema_skip_neither_migrates_nor_waits() {
     assert_eq!(done.stdout.trim(), "app ran");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM sqlite_master"), 0, "nothing was migrated");
 }
+
+/// Folders sqlx would read silently wrong (a lookalike name skipped, a version read from `+5`,
+/// two files with one version, a down file alone) and a stamp of a version no file has are
+/// refused before anything connects: exit 2, the file named, no database created.
+#[test]
+fn malformed_folders_and_unknown_versions_are_refused_before_connecting() {
+    for (files, args, says) in [
+        (vec!["1_a.sql", "01_b.sql"], vec![], "01_b.sql and 1_a.sql have the same version 1"),
+        (vec!["1_init.sql", "2-users.sql"], vec![], "2-users.sql has no '_'"),
+        (vec!["1_init.sql", "2_users.SQL"], vec![], "2_users.SQL: the extension must be .sql"),
+        (vec!["+5_x.sql"], vec![], "the version '+5' must be digits only"),
+        (vec!["1_init.sql", "2_x.down.sql"], vec![], "2_x.down.sql has no up migration"),
+        (vec!["1_init.sql"], vec!["stamp", "2026010100000"], "stamp 2026010100000: no migration"),
+        (vec!["1_init.sql"], vec!["revert", "--to", "7"], "--to 7: no migration"),
+    ] {
+        let m = Migrations::new(&[]);
+        for f in &files {
+            m.add(f, "CREATE TABLE t (id INTEGER);\n");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let url = format!("sqlite:{}", db.display());
+        let mut argv = vec!["migrate"];
+        argv.extend(&args);
+        argv.extend(["--database-url", &url, "--migrations", m.path()]);
+        let done = preflight(None, &argv, LONG);
+        done.expect_code(2);
+        assert!(done.stderr.contains(says), "{files:?} {args:?}: {done}");
+        assert!(!done.stderr.contains("ready"), "it connected: {done}");
+        assert!(!db.exists(), "a database was created: {done}");
+    }
+}
+
+/// A `-- no-transaction` file saved with a byte order mark (Windows editors) still runs
+/// outside a transaction: `CREATE INDEX CONCURRENTLY` would fail inside one.
+#[test]
+fn a_byte_order_mark_does_not_hide_no_transaction() {
+    let (_pg, url) = Pg::running();
+    let m = Migrations::new(&[("1_table.sql", "CREATE TABLE items (id INTEGER);\n")]);
+    m.add("2_index.sql", "\u{feff}-- no-transaction\nCREATE INDEX CONCURRENTLY items_id ON items (id);\n");
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    done.expect_code(0).expect_no_password();
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'items_id'"), 1, "{done}");
+    // The checksum is sqlx's (over the file as written): a second run is a no-op, not "changed".
+    let again = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    again.expect_code(0);
+    assert!(again.stderr.contains("schema is current"), "{again}");
+}

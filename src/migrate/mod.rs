@@ -22,9 +22,9 @@ mod process;
 mod sql;
 mod store;
 
+pub use sql::Folder as SqlFolder;
 pub use sql::version as sql_version;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +42,8 @@ use crate::wait::{WaitPolicy, millis};
 /// Where migrations come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A directory of sqlx-format SQL files.
-    Dir(PathBuf),
+    /// A directory of sqlx-format SQL files, read and validated when the configuration is.
+    Dir(Arc<sql::Folder>),
     /// The project's own tool, e.g. `prisma migrate deploy`, already split into argv.
     Command { argv: Vec<String>, check: Option<Vec<String>> },
     /// An Alembic project, read without Python; `upgrade` replaces `alembic -c INI upgrade heads`.
@@ -144,8 +144,8 @@ pub async fn run(
     }
     let phase = Phase { target, config, policy };
     match &config.source {
-        Source::Dir(dir) => {
-            let source = sql::Sql::load(dir, target, config).await?;
+        Source::Dir(folder) => {
+            let source = sql::Sql::new(folder, target, config);
             phase.run(&source, mode, action, deadline, first).await
         }
         Source::Command { argv, check } => {
@@ -168,10 +168,7 @@ pub async fn status(
 ) -> Result<bool, Error> {
     let mut conn = connect(target, policy, Instant::now() + policy.attempt_timeout).await?;
     let result = match &config.source {
-        Source::Dir(dir) => match sql::Sql::load(dir, target, config).await {
-            Ok(source) => source.status(&mut conn, json).await,
-            Err(e) => Err(e),
-        },
+        Source::Dir(folder) => sql::Sql::new(folder, target, config).status(&mut conn, json).await,
         Source::Alembic { project, upgrade } => {
             alembic::Alembic::new(project, upgrade.as_deref(), target, config).status(&mut conn, json).await
         }

@@ -1,11 +1,11 @@
 //! The SQL source: a folder of sqlx-format files, applied with sqlx's own migrator code into
 //! `_sqlx_migrations` (see `store`), compared with what the database recorded by `plan`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::migrate::{MigrateError, Migration, MigrationType};
 use tracing::{info, warn};
+
+mod files;
+pub use files::Folder;
 
 use super::plan::{Local, Plan, Problem, State};
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, db_error, store};
@@ -18,9 +18,8 @@ use crate::wait::millis;
 
 /// The local migrations, read once.
 pub(super) struct Sql<'a> {
-    migrator: Migrator,
+    folder: &'a Folder,
     local: Vec<Local>,
-    dir: PathBuf,
     target: &'a Target,
     config: &'a MigrateConfig,
 }
@@ -35,45 +34,26 @@ pub fn version(flag: &str, raw: &str) -> Result<i64, Error> {
 }
 
 impl<'a> Sql<'a> {
-    pub async fn load(dir: &Path, target: &'a Target, config: &'a MigrateConfig) -> Result<Self, Error> {
-        if !dir.is_dir() {
-            return Err(Error::Config(format!(
-                "--migrations {}: no such directory; point it at your migrations, or use --migrate-command",
-                dir.display()
-            )));
-        }
-        let migrator = Migrator::new(dir.to_path_buf()).await.map_err(|e| {
-            Error::Config(format!(
-                "cannot read migrations from {}: {e}; file names look like 20240101120000_add_users.sql",
-                dir.display()
-            ))
-        })?;
-        let files = file_names(dir);
-        let down: Vec<i64> = migrator
-            .iter()
-            .filter(|m| m.migration_type == MigrationType::ReversibleDown)
-            .map(|m| m.version)
-            .collect();
-        let local = migrator
+    pub fn new(folder: &'a Folder, target: &'a Target, config: &'a MigrateConfig) -> Self {
+        let local = folder
+            .migrations
             .iter()
             .filter(|m| !m.migration_type.is_down_migration())
             .map(|m| Local {
                 version: m.version,
                 description: m.description.to_string(),
                 checksum: m.checksum.to_vec(),
-                file: files
-                    .get(&m.version)
-                    .cloned()
-                    .unwrap_or_else(|| format!("{}_{}.sql", m.version, m.description)),
+                file: folder.files.get(&(m.version, false)).cloned().unwrap_or_default(),
                 no_tx: m.no_tx,
-                reversible: down.contains(&m.version),
+                reversible: folder.files.contains_key(&(m.version, true)),
             })
             .collect();
-        Ok(Sql { migrator, local, dir: dir.to_path_buf(), target, config })
+        Sql { folder, local, target, config }
     }
 
     fn up(&self, version: i64) -> &Migration {
-        self.migrator
+        self.folder
+            .migrations
             .iter()
             .find(|m| m.version == version && !m.migration_type.is_down_migration())
             .expect("every planned version comes from the local migrations")
@@ -134,7 +114,8 @@ impl<'a> Sql<'a> {
         let mut downs = Vec::with_capacity(chosen.len());
         for v in &chosen {
             let down = self
-                .migrator
+                .folder
+                .migrations
                 .iter()
                 .find(|m| m.version == *v && m.migration_type == MigrationType::ReversibleDown)
                 .ok_or_else(|| Error::Migrate {
@@ -229,7 +210,7 @@ impl<'a> Sql<'a> {
                      or pass --ignore-missing if a newer release applied it",
                     r.version,
                     r.description,
-                    self.dir.display()
+                    self.folder.dir.display()
                 ),
                 exit: Exit::Missing,
             },
@@ -358,24 +339,6 @@ fn pending_for(plan: &Plan, action: &Action) -> Result<Vec<i64>, Error> {
         }
         _ => pending,
     })
-}
-
-/// version → file name of the up migration, for messages.
-fn file_names(dir: &Path) -> BTreeMap<i64, String> {
-    let mut names = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return names;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".sql") || name.ends_with(".down.sql") {
-            continue;
-        }
-        if let Some(version) = name.split('_').next().and_then(|v| v.parse::<i64>().ok()) {
-            names.insert(version, name);
-        }
-    }
-    names
 }
 
 /// The 1-based line of the statement's error position, when PostgreSQL gives one.
