@@ -691,3 +691,39 @@ fn a_byte_order_mark_does_not_hide_no_transaction() {
     again.expect_code(0);
     assert!(again.stderr.contains("schema is current"), "{again}");
 }
+
+/// A reader that finds a dirty row (a migration recorded as started, never finished) fails at
+/// once with exit 11 when nobody holds the migration lock: no writer will clean it up, and
+/// waiting for the deadline would only hide it. While the lock is held (a writer at work: on
+/// MySQL a migration in progress looks dirty from outside) it keeps waiting.
+#[test]
+fn a_reader_on_a_dirty_row_fails_at_once_unless_a_writer_holds_the_lock() {
+    let (_pg, url) = Pg::running();
+    let m = Migrations::new(&[("1_items.sql", "CREATE TABLE items (id INTEGER);\n")]);
+    let reader = ["run", "--schema", "wait", "--database-url", &url, "--migrations", m.path()];
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    sql_exec(&url, "UPDATE _sqlx_migrations SET success = false");
+
+    // sqlx's lock key for the database `postgres`, held by another session.
+    const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let key = 0x3d32_ad9e * i64::from(CRC.checksum(b"postgres"));
+    let mut holder = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-c", &format!("SELECT pg_advisory_lock({key})"), "-c", "SELECT pg_sleep(120)"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let advisory = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    wait_until("the lock to be held", LONG, || sql_i64(&url, advisory) == 1);
+    let waited = preflight(None, &[&reader[..], &["--timeout", "1500ms", "--", "true"]].concat(), LONG);
+    waited.expect_code(124);
+    assert!(waited.stderr.contains("waiting for another process to migrate"), "{waited}");
+
+    // The holder's session ends (its backend, asleep in pg_sleep, would not notice psql's death).
+    sql_exec(&url, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'");
+    holder.wait().unwrap();
+    wait_until("the lock to be released", LONG, || sql_i64(&url, advisory) == 0);
+    let failed = preflight(None, &[&reader[..], &["--timeout", "5m", "--", "true"]].concat(), LONG);
+    failed.expect_code(11).expect_no_password();
+    assert!(failed.stderr.contains("1_items.sql") && failed.stderr.contains("dirty"), "{failed}");
+}

@@ -145,6 +145,24 @@ pub async fn acquire(
     }
 }
 
+/// Whether some process holds the migration lock now, asked without taking it (a reader must
+/// not). When the answer cannot be had, `true`: the caller keeps waiting rather than failing.
+pub async fn is_held(target: &Target, conn: &mut DbConn) -> bool {
+    if let TargetKind::Sqlite { path: Some(path), .. } = &target.kind {
+        return match File::open(lock_path(path)) {
+            // Never created: no writer ever ran here.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+            Ok(file) => Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+        };
+    }
+    let probe = async {
+        let key = store::lock_key(&store::current_database(conn).await?);
+        store::holder(conn, key).await
+    };
+    probe.await.map_or(true, |holder| holder.is_some())
+}
+
 fn report_holder(holder: Option<&Holder>, waited: Duration) {
     match holder {
         Some(h) => info!(

@@ -270,7 +270,19 @@ impl Phase<'_> {
                     Some(conn) => conn,
                     None => connect(self.target, self.policy, until).await?,
                 };
-                let reading = source.read(Some(&mut conn), &action).await;
+                let mut reading = source.read(Some(&mut conn), &action).await;
+                // A problem in doubt (a dirty row) may be a writer at work. With nobody holding
+                // the lock, it is not: read once more (the writer may have just finished) and,
+                // if it is still there, it is final. Waiting for the deadline would not fix it.
+                if matches!(&reading, Ok(r) if r.doubt.is_some())
+                    && !lock::is_held(self.target, &mut conn).await
+                {
+                    reading = source.read(Some(&mut conn), &action).await;
+                    if let Ok(Reading { doubt: Some(problem), .. }) = reading {
+                        conn.close().await;
+                        return Err(problem);
+                    }
+                }
                 conn.close().await;
                 reading?
             } else {
