@@ -534,7 +534,11 @@ fn a_failing_backup_command_stops_before_any_migration() {
         LONG,
     );
     done.expect_code(15).expect_no_password();
-    assert!(done.stderr.contains("no migration ran"), "{done}");
+    assert!(
+        done.stderr.contains("no migration ran") && done.stderr.contains("drop --backup-command"),
+        "{done}"
+    );
+    assert!(done.stderr.contains("may be incomplete"), "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"), 0);
 
     // A working command sees $DATABASE_URL-style expansion and the stamp.
@@ -726,4 +730,77 @@ fn a_reader_on_a_dirty_row_fails_at_once_unless_a_writer_holds_the_lock() {
     let failed = preflight(None, &[&reader[..], &["--timeout", "5m", "--", "true"]].concat(), LONG);
     failed.expect_code(11).expect_no_password();
     assert!(failed.stderr.contains("1_items.sql") && failed.stderr.contains("dirty"), "{failed}");
+}
+
+/// A tmpfs of a fixed size, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs (the tests run as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A backup that runs out of space fails with exit 15, before any migration, and leaves
+/// nothing under a backup's name: the good backups stay, and none is pruned for it.
+#[test]
+fn a_backup_that_runs_out_of_space_leaves_nothing_and_keeps_the_good_one() {
+    let disk = SmallDisk::new("256k");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("app.db").display());
+    let m = Migrations::new(&[("1_t.sql", "CREATE TABLE t (v TEXT);\n")]);
+    let backups = disk.0.path().to_str().unwrap();
+    let args = [
+        "migrate",
+        "--database-url",
+        &url,
+        "--migrations",
+        m.path(),
+        "--backup",
+        "--backup-dir",
+        backups,
+        "--backup-keep",
+        "1",
+    ];
+    let list = || {
+        let mut v: Vec<String> = std::fs::read_dir(backups)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    preflight(None, &args, LONG).expect_code(0);
+    let good = list();
+    assert_eq!(good.len(), 1, "{good:?}");
+
+    // About 600 KB of data: its copy no longer fits.
+    sql_exec(
+        &url,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) \
+         INSERT INTO t SELECT hex(randomblob(1000)) FROM c",
+    );
+    m.add("2_more.sql", "CREATE TABLE u (id INTEGER);\n");
+    let full = preflight(None, &args, LONG);
+    full.expect_code(15);
+    assert!(
+        full.stderr.contains("no partial file was left") && full.stderr.contains("drop --backup"),
+        "{full}"
+    );
+    assert_eq!(list(), good, "{full}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1, "a migration ran: {full}");
 }

@@ -36,16 +36,34 @@ pub async fn take(
     match backup {
         Backup::Sqlite { dir, stem, keep } => {
             let DbConn::Sqlite(c) = conn else {
-                return Err(failed("--backup copies SQLite databases only".into()));
+                return Err(failed(backup, "--backup copies SQLite databases only".into()));
             };
             std::fs::create_dir_all(dir)
-                .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| failed(backup, format!("cannot create {}: {e}", dir.display())))?;
+            // Written under a temporary name, synced, then renamed: a backup that failed half
+            // way (a full disk, a kill) never carries a backup's name, so it is never counted
+            // as one, and never makes pruning delete a good one. What a killed run left behind
+            // is removed now: the lock is ours, so no other run is writing it.
+            remove_partials(dir, stem);
             let file = dir.join(format!("{stem}-{stamp}.db"));
-            sqlx::query("VACUUM INTO ?")
-                .bind(file.to_string_lossy().into_owned())
-                .execute(&mut *c)
-                .await
-                .map_err(|e| failed(format!("VACUUM INTO {}: {e}", file.display())))?;
+            let partial = dir.join(format!(".{stem}-{stamp}.db.partial"));
+            let written = async {
+                sqlx::query("VACUUM INTO ?")
+                    .bind(partial.to_string_lossy().into_owned())
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| format!("VACUUM INTO {}: {e}", file.display()))?;
+                std::fs::File::open(&partial)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|()| std::fs::rename(&partial, &file))
+                    .and_then(|()| std::fs::File::open(dir).and_then(|d| d.sync_all()))
+                    .map_err(|e| format!("cannot finish {}: {e}", file.display()))
+            }
+            .await;
+            if let Err(why) = written {
+                remove_partials(dir, stem);
+                return Err(failed(backup, format!("{why}; no partial file was left")));
+            }
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             info!(file = %file.display(), bytes = size, "backup written");
             for old in prune(dir, stem, *keep) {
@@ -70,7 +88,13 @@ pub async fn take(
             let argv: Vec<String> = argv.iter().map(|a| expand(a, lookup)).collect();
             let status = super::process::run(&argv, shown, "backup command", &env).await?;
             if !status.success() {
-                return Err(failed(format!("the backup command '{shown}' failed ({status})")));
+                return Err(failed(
+                    backup,
+                    format!(
+                        "the backup command '{shown}' failed ({status}); whatever it wrote may be incomplete, \
+                         check it before relying on it"
+                    ),
+                ));
             }
             info!(command = %shown, "backup command done");
             Ok(())
@@ -78,10 +102,31 @@ pub async fn take(
     }
 }
 
-fn failed(why: String) -> Error {
+fn failed(backup: &Backup, why: String) -> Error {
+    let flag = match backup {
+        Backup::Sqlite { .. } => "--backup",
+        Backup::Command(_) => "--backup-command",
+    };
     Error::Migrate {
-        message: format!("backup failed, so no migration ran: {why}; fix the backup or drop --backup"),
+        message: format!("backup failed, so no migration ran: {why}; fix the backup or drop {flag}"),
         exit: Exit::BackupFailed,
+    }
+}
+
+/// Removes what unfinished backups of `stem` left in `dir`: the file and SQLite's journals.
+fn remove_partials(dir: &Path, stem: &str) {
+    let prefix = format!(".{stem}-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.contains(".db.partial") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!(file = %entry.path().display(), "unfinished backup removed"),
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished backup")
+                }
+            }
+        }
     }
 }
 
