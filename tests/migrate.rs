@@ -313,6 +313,14 @@ fn a_lock_held_too_long_times_out_naming_the_holder() {
     );
     done.expect_code(14);
     assert!(done.stderr.contains("held by preflight/"), "{done}");
+    // It gives up at the timeout it was given, not a random delay before it.
+    let migrate_ms: u64 = done
+        .stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("migrate_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no migrate_ms: {done}"));
+    assert!(migrate_ms >= 1000, "gave up after {migrate_ms} ms: {done}");
     holder.finish(LONG).expect_code(0);
 }
 

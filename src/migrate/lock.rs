@@ -177,12 +177,15 @@ fn report_holder(holder: Option<&Holder>, waited: Duration) {
 }
 
 /// Sleeps the next poll delay; `false` when that would pass the deadline.
+/// Sleeps before the next attempt, or says the deadline has passed. A delay that would pass
+/// the deadline is cut short so that the last attempt is made at the deadline: giving up
+/// earlier would not be the timeout the user asked for.
 async fn sleep_or_timeout(rng: &mut StdRng, attempts: u32, deadline: Instant) -> bool {
-    let delay = POLL.delay(attempts, rng);
-    if Instant::now() + delay >= deadline {
+    let now = Instant::now();
+    if now >= deadline {
         return false;
     }
-    tokio::time::sleep(delay).await;
+    tokio::time::sleep_until(deadline.min(now + POLL.delay(attempts, rng))).await;
     true
 }
 
