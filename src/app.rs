@@ -120,9 +120,20 @@ fn phases(
             }
             Ok::<(), Error>(())
         };
-        tokio::select! {
-            r = work => r,
-            signal = shutdown.recv() => Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: phase.get() }),
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => break r,
+                signal = shutdown.recv() => {
+                    // A running command passes the signal to its process group and ends the
+                    // phase once the group is gone: dropping it now would release the lock
+                    // while the command's children still migrate.
+                    if crate::migrate::command_handles_signals() {
+                        continue;
+                    }
+                    break Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: phase.get() });
+                }
+            }
         }
     });
     timings.wait = wait_time.get();

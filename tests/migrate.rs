@@ -812,3 +812,34 @@ fn a_backup_that_runs_out_of_space_leaves_nothing_and_keeps_the_good_one() {
     assert_eq!(list(), good, "{full}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations"), 1, "a migration ran: {full}");
 }
+
+/// SIGTERM while `--migrate-command` runs: the command's whole process group gets it (a
+/// grandchild too), preflight exits 143 only once the group is gone, and only then is the
+/// lock free. Before, the direct child was killed and its children went on migrating.
+#[test]
+fn sigterm_stops_the_migration_commands_whole_group_before_the_lock_is_released() {
+    let (_pg, url) = Pg::running();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let command = format!("sh -c '{script}'");
+    let mut p = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrate-command", &command]);
+    p.wait_for_line(&["running migration command"], LONG);
+    wait_until("the grandchild to start", LONG, || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let lock_held = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    assert_eq!(sql_i64(&url, lock_held), 1);
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let done = p.finish(LONG);
+    done.expect_code(143).expect_no_password();
+    assert!(done.stderr.contains("stopping the migration command and its process group"), "{done}");
+    // Gone when preflight was: not a zombie either (its parent, the shell, is gone too).
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), None).is_ok();
+    let zombie =
+        std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|s| s.contains(") Z "));
+    assert!(!alive || zombie, "the grandchild {grandchild} outlived preflight: {done}");
+    wait_until("the lock to be released", LONG, || sql_i64(&url, lock_held) == 0);
+}
