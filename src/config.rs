@@ -107,6 +107,11 @@ impl Config {
                         (s.wait, s.migrate, Action::Stamp(to))
                     }
                     Some(cli::MigrateAction::Revert(r)) => {
+                        if r.steps == Some(0) {
+                            return Err(Error::Config(
+                                "--steps 0 reverts nothing: give 1 or more, or --to a revision".into(),
+                            ));
+                        }
                         let action = Action::Revert { to: r.to, steps: r.steps.unwrap_or(1) };
                         (r.wait, r.migrate, action)
                     }
@@ -398,6 +403,11 @@ fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
                     folder.dir.display()
                 )))
             }
+        }
+        (Source::Alembic { .. }, Action::Revert { to: Some(spec), .. }) if spec == "heads" || spec == "head" => {
+            Err(Error::Config(format!(
+                "revert --to {spec}: revert goes back to a revision (or base); to go to the heads, run migrate"
+            )))
         }
         (Source::Alembic { project, .. }, Action::Stamp(Some(spec)) | Action::Revert { to: Some(spec), .. }) => {
             project.graph.resolve(spec).map(drop).map_err(|e| Error::Config(format!("{}: {e}", project.ini.display())))

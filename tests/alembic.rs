@@ -466,3 +466,180 @@ fn check_commands_for_readers_and_broken_checks() {
         "a broken check was retried to the deadline: {broken}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Projects built per test, for layouts the fixture does not have.
+
+impl Project {
+    /// The fixture's env.py and venv, with no revision and this `[alembic]` section
+    /// (`script_location` is `%(here)s/migrations`).
+    fn bare(version: Version, alembic_section: &str) -> Project {
+        let p = Project::new(version);
+        std::fs::remove_dir_all(p.file("migrations/versions")).unwrap();
+        std::fs::remove_dir_all(p.file("extra_versions")).unwrap();
+        std::fs::create_dir(p.file("migrations/versions")).unwrap();
+        let ini = std::fs::read_to_string(p.file("alembic.ini")).unwrap();
+        let rest = &ini[ini.find("[loggers]").unwrap()..];
+        std::fs::write(p.file("alembic.ini"), format!("[alembic]\n{alembic_section}\n\n{rest}")).unwrap();
+        p
+    }
+
+    /// A revision that creates table `t_ID`, written at `rel` (under the project).
+    fn revision(&self, rel: &str, id: &str, down: &str, depends_on: &str) {
+        let path = self.file(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            path,
+            format!(
+                "\"\"\"create t_{id}\"\"\"\nfrom alembic import op\n\nrevision = \"{id}\"\ndown_revision = {down}\n\
+                 branch_labels = None\ndepends_on = {depends_on}\n\n\ndef upgrade():\n    \
+                 op.execute(\"CREATE TABLE t_{id} (id INTEGER)\")\n\n\ndef downgrade():\n    \
+                 op.execute(\"DROP TABLE t_{id}\")\n"
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// `b` depends on `c`, a head of another branch. Alembic then keeps the single row `b`: that
+/// is at the heads, on the first run and on every restart (no exit 10, no second upgrade).
+#[test]
+fn a_dependency_on_another_branch_is_at_the_heads_with_one_row() {
+    let p = Project::bare(Version::New, "script_location = %(here)s/migrations");
+    p.revision("migrations/versions/a.py", "a", "None", "None");
+    p.revision("migrations/versions/c.py", "c", "None", "None");
+    p.revision("migrations/versions/b.py", "b", "\"a\"", "\"c\"");
+    let db = Db::sqlite();
+    let url = db.url();
+    let first = p.run(&["migrate"], &url, &[]);
+    first.expect_code(0);
+    assert_eq!(db.rows(), ["b"], "{first}");
+    assert!(db.has_table("t_c"));
+    let again = p.run(&["run"], &url, &["--", "true"]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("schema is current"), "{again}");
+    p.run(&["status"], &url, &["--check"]).expect_code(0);
+    assert_eq!(p.calls().len(), 1, "{:?}", p.calls());
+}
+
+/// Folders are walked as Alembic walks them: `recursive_version_locations` is on only when
+/// it is exactly `true`; a recursive walk does not enter linked folders (a link to the parent
+/// is no loop, a linked folder adds no head); a file reached through two links is read once.
+#[test]
+fn version_folders_are_walked_as_alembic_walks_them() {
+    let p = Project::bare(
+        Version::New,
+        "script_location = %(here)s/migrations\nrecursive_version_locations = true",
+    );
+    p.revision("migrations/versions/a.py", "a", "None", "None");
+    p.revision("migrations/versions/deep/b.py", "b", "\"a\"", "None");
+    p.revision("shared/c.py", "c", "\"b\"", "None");
+    p.revision("elsewhere/z.py", "z", "None", "None");
+    let versions = p.file("migrations/versions");
+    std::os::unix::fs::symlink("../../shared/c.py", versions.join("c1.py")).unwrap();
+    std::os::unix::fs::symlink("../../shared/c.py", versions.join("c2.py")).unwrap();
+    std::os::unix::fs::symlink("../../elsewhere", versions.join("linked")).unwrap();
+    std::os::unix::fs::symlink("..", versions.join("loop")).unwrap();
+    let db = Db::sqlite();
+    let url = db.url();
+    let done = p.run(&["migrate"], &url, &[]);
+    done.expect_code(0);
+    assert_eq!(db.rows(), ["c"], "{done}");
+    assert!(!db.has_table("t_z"), "{done}");
+    p.run(&["run"], &url, &["--", "true"]).expect_code(0);
+    assert_eq!(p.calls().len(), 1, "{:?}", p.calls());
+
+    // `True` is not `true` to Alembic: deep/ is not read, by either.
+    let q = Project::bare(
+        Version::New,
+        "script_location = %(here)s/migrations\nrecursive_version_locations = True",
+    );
+    q.revision("migrations/versions/a.py", "a", "None", "None");
+    q.revision("migrations/versions/deep/b.py", "b", "\"a\"", "None");
+    let db = Db::sqlite();
+    let done = q.run(&["migrate"], &db.url(), &[]);
+    done.expect_code(0);
+    assert_eq!(db.rows(), ["a"], "{done}");
+}
+
+/// A version table in its own schema is dropped by reset too: left behind, it would say the
+/// emptied database is at the heads, and nothing would be rebuilt.
+#[test]
+fn reset_drops_a_version_table_in_another_schema() {
+    let p = Project::bare(Version::New, "script_location = %(here)s/migrations");
+    p.revision("migrations/versions/a.py", "a", "None", "None");
+    p.revision("migrations/versions/b.py", "b", "\"a\"", "None");
+    let db = Db::pg();
+    let url = db.url();
+    sql_exec(&url, "CREATE SCHEMA s");
+    let env = [("VERSION_TABLE", "vt"), ("VERSION_TABLE_SCHEMA", "s")];
+    let table = ["--alembic-version-table", "s.vt"];
+    p.spawn(&["migrate"], &url, &table, &env).finish(LONG).expect_code(0);
+    let reset = p
+        .spawn(&["migrate", "reset"], &url, &[&table[..], &["--confirm-destroy-all-data"]].concat(), &env)
+        .finish(LONG);
+    reset.expect_code(0);
+    assert!(db.has_table("t_a") && db.has_table("t_b"), "nothing was rebuilt: {reset}");
+    assert_eq!(sql_strings(&url, "SELECT version_num FROM s.vt"), ["b"]);
+    assert_eq!(p.calls().len(), 2, "{:?}", p.calls());
+}
+
+/// Revert targets that are not behind the database are exit 2, before Alembic runs, and
+/// leave the database as it was.
+#[test]
+fn revert_targets_that_are_not_behind_are_refused_without_running_alembic() {
+    let p = Project::new(Version::New);
+    let db = Db::sqlite();
+    let url = db.url();
+    p.run(&["migrate"], &url, &[]).expect_code(0);
+    p.run(&["migrate", "revert"], &url, &["--to", "0002"]).expect_code(0);
+    let calls = p.calls().len();
+    for (args, says) in [
+        (vec!["--steps", "0"], "--steps 0 reverts nothing"),
+        (vec!["--steps", "99"], "only 2 revisions are applied"),
+        (vec!["--to", "heads"], "revert goes back"),
+        (vec!["--to", "0004"], "revision 0004 is not applied"),
+    ] {
+        let done = p.run(&["migrate", "revert"], &url, &args);
+        done.expect_code(2);
+        assert!(done.stderr.contains(says), "{args:?}: {done}");
+        assert_eq!(db.rows(), ["0002"], "{done}");
+    }
+    assert_eq!(p.calls().len(), calls, "Alembic ran: {:?}", p.calls());
+}
+
+/// A version table that is not Alembic's (another layout, a NULL id) is a configuration
+/// error naming the flag, not a dependency failure (exit 3).
+#[test]
+fn a_version_table_of_another_shape_is_a_configuration_error() {
+    let p = Project::new(Version::New);
+    let db = Db::sqlite();
+    let url = db.url();
+    sql_exec(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE badv (id INTEGER); CREATE TABLE alembic_version (version_num VARCHAR(32)); INSERT INTO alembic_version VALUES (NULL)",
+    );
+    for table in ["badv", "alembic_version"] {
+        let done = p.run(&["status"], &url, &["--alembic-version-table", table]);
+        done.expect_code(2);
+        assert!(
+            done.stderr.contains("is not one Alembic wrote")
+                && done.stderr.contains("--alembic-version-table"),
+            "{done}"
+        );
+    }
+}
+
+/// A version location that does not exist reads no revision, as in Alembic, but says so.
+#[test]
+fn a_missing_version_location_is_reported() {
+    let p = Project::bare(
+        Version::New,
+        "script_location = %(here)s/migrations\nversion_locations = %(here)s/nope",
+    );
+    let db = Db::sqlite();
+    let done = p.run(&["run"], &db.url(), &["--", "true"]);
+    done.expect_code(0);
+    assert!(done.stderr.contains("does not exist") && done.stderr.contains("nope"), "{done}");
+    assert!(done.stderr.contains("no revision file found"), "{done}");
+}

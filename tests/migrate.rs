@@ -843,3 +843,27 @@ fn sigterm_stops_the_migration_commands_whole_group_before_the_lock_is_released(
     assert!(!alive || zombie, "the grandchild {grandchild} outlived preflight: {done}");
     wait_until("the lock to be released", LONG, || sql_i64(&url, lock_held) == 0);
 }
+
+/// preflight killed outright (SIGKILL, the OOM killer) mid-command: its lock goes with its
+/// connection, and the command must go too, or it would go on migrating beside the next
+/// preflight's.
+#[test]
+fn a_killed_preflight_takes_its_migration_command_with_it() {
+    let (_pg, url) = Pg::running();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("command.pid");
+    let command = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
+    let mut p = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrate-command", &command]);
+    p.wait_for_line(&["running migration command"], LONG);
+    wait_until("the command to start", LONG, || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), nix::sys::signal::Signal::SIGKILL).unwrap();
+    p.finish(LONG);
+    let gone = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    };
+    wait_until("the orphaned command to die", LONG, gone);
+}

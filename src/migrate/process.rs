@@ -10,7 +10,8 @@
 //! that reaches preflight meanwhile is passed to the whole group, which gets [`GRACE`] to exit
 //! before SIGKILL; only once every process of the group is gone does the phase end, and with
 //! it the migration lock: a tool's own children (a shell script's, Alembic's) never keep
-//! migrating after the lock is released.
+//! migrating after the lock is released. If preflight is killed outright, the kernel kills the
+//! command (`PR_SET_PDEATHSIG`).
 
 use std::os::fd::AsFd;
 use std::process::{ExitStatus, Stdio};
@@ -77,11 +78,20 @@ pub async fn run(
             .map_err(|e| Error::Internal(format!("cannot handle {}: {e}", sig.as_str())))?;
         stops.push((sig, stream));
     }
+    // If preflight itself is killed (SIGKILL, the OOM killer), the lock goes with its
+    // connection; the command must go too, or it would migrate unlocked beside the next
+    // preflight's. The kernel sends it SIGKILL when we die; checking the parent after asking
+    // closes the window in which we died first.
+    let parent = nix::unistd::getpid();
     // SAFETY: restore_for_exec only calls sigaction and pthread_sigmask, which are
-    // async-signal-safe, and reads atomics.
+    // async-signal-safe, and reads atomics; prctl and getppid are plain system calls.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::supervise::sigconf::restore_for_exec();
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("preflight exited before the command started"));
+            }
             Ok(())
         });
     }

@@ -167,6 +167,20 @@ pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx:
     }
 }
 
+/// Drops `table` (`name` or `schema.name`, already validated as plain identifiers) if it exists.
+pub async fn drop_table(conn: &mut DbConn, table: &str) -> Result<(), sqlx::Error> {
+    let quoted = |q: char| table.split('.').map(|p| format!("{q}{p}{q}")).collect::<Vec<_>>().join(".");
+    let sql = match conn {
+        DbConn::MySql(_) => format!("DROP TABLE IF EXISTS {}", quoted('`')),
+        _ => format!("DROP TABLE IF EXISTS {}", quoted('"')),
+    };
+    match conn {
+        DbConn::Pg(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop),
+        DbConn::MySql(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop),
+        DbConn::Sqlite(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop),
+    }
+}
+
 /// Creates `_sqlx_migrations` if it is missing, as sqlx does.
 pub async fn ensure_table(conn: &mut DbConn) -> Result<(), MigrateError> {
     match conn {

@@ -6,8 +6,9 @@
 //!   merge); its `depends_on` entries (revision ids or branch labels) are further parents that
 //!   must be applied first, but do not make a branch;
 //! - the *heads* are the revisions no other revision names as `down_revision`, and
-//!   `alembic_version` holds one row per head that is applied: at the heads, the rows are
-//!   exactly the heads;
+//!   `alembic_version` holds a row per applied revision that nothing applied descends from,
+//!   through either kind of parent: a head that another revision depends on has no row of its
+//!   own once that one is applied. At the heads, every head is applied;
 //! - a revision is applied when it is a row or an ancestor of one, through both kinds of parent.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,8 +213,10 @@ impl Graph {
         };
         let missing: Vec<String> = rows.iter().filter(|r| !self.index.contains_key(*r)).cloned().collect();
         let applied = self.ancestors(&rows);
-        let heads: BTreeSet<&String> = self.heads.iter().collect();
-        let at_heads = missing.is_empty() && rows.iter().collect::<BTreeSet<_>>() == heads;
+        // Every head applied, itself or as an ancestor: a head that another revision
+        // `depends_on` is applied with it and has no row of its own (Alembic keeps only the
+        // dependent one), so comparing the rows with the heads would never match.
+        let at_heads = missing.is_empty() && self.heads.iter().all(|h| applied.contains(h));
         Position { rows, missing, applied, at_heads }
     }
 }
@@ -226,7 +229,7 @@ pub struct Position {
     /// Rows no local file has: a newer release applied them, or a file was lost.
     pub missing: Vec<String>,
     pub applied: BTreeSet<String>,
-    /// The rows are exactly the heads.
+    /// Every head is applied.
     pub at_heads: bool,
 }
 
@@ -322,7 +325,10 @@ mod tests {
         assert_eq!(order, ["a1", "b1", "a2"]);
         // b1 is a dependency of a2, not its down revision: still a head.
         assert_eq!(g.heads, ["b1", "a2"]);
-        assert!(g.locate(&["a2".into()]).applied.contains("b1"));
+        // Alembic keeps the single row a2 once both are applied: that is at the heads.
+        let p = g.locate(&["a2".into()]);
+        assert!(p.applied.contains("b1") && p.at_heads);
+        assert!(!g.locate(&["b1".into()]).at_heads && !g.locate(&["a1".into(), "b1".into()]).at_heads);
     }
 
     #[test]

@@ -88,13 +88,11 @@ impl Section {
     }
 
     /// A boolean as `ConfigParser.getboolean` reads it.
+    /// A boolean as Alembic reads it (`get_alembic_boolean_option`): exactly `true` is true,
+    /// anything else, `True` and `yes` included, is false. Reading more would make preflight
+    /// see revisions Alembic does not.
     pub fn boolean(&self, key: &str) -> Result<bool, IniError> {
-        match self.get(key)?.map(|v| v.to_ascii_lowercase()) {
-            None => Ok(false),
-            Some(v) if ["1", "yes", "true", "on"].contains(&v.as_str()) => Ok(true),
-            Some(v) if ["0", "no", "false", "off"].contains(&v.as_str()) => Ok(false),
-            Some(v) => Err(IniError(format!("{key} = {v} is not a boolean: write true or false"))),
-        }
+        Ok(self.get(key)?.is_some_and(|v| v == "true"))
     }
 
     fn interpolate(&self, key: &str, raw: &str, depth: usize) -> Result<String, IniError> {

@@ -16,7 +16,6 @@ mod script;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use sqlx::Row;
 use tracing::{info, warn};
 
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, command_env, db_error, process, store};
@@ -93,15 +92,31 @@ impl Project {
                 .map_err(bad)?,
             None => vec![script_dir.join("versions")],
         };
-        // The same folder listed twice (or through a link) is read once, as Alembic does.
-        // Resolving the folders, not each file, keeps this to one call per location; a file
-        // reached twice through a link inside a recursive tree shows up as a duplicate id.
+        // A file reached twice (a folder listed twice, a location inside another, two links to
+        // one file) is read once, as Alembic does: by its real path. Folders are resolved once
+        // each; only a file that is itself a link costs a lookup of its own.
         let mut seen = BTreeSet::new();
         let mut files = Vec::new();
-        for location in locations.iter().filter(|l| l.is_dir()) {
-            if seen.insert(location.canonicalize().unwrap_or_else(|_| location.clone())) {
-                files.extend(revision_files(location, recursive).map_err(|e| bad(e.to_string()))?);
+        for location in &locations {
+            if !location.is_dir() {
+                // Alembic skips it without a word; a typo here means no revision is ever read.
+                warn!(location = %location.display(), "an Alembic version location does not exist: no revision is read from it");
+                continue;
             }
+            let real = location.canonicalize().unwrap_or_else(|_| location.clone());
+            for (file, link) in revision_files(location, recursive).map_err(|e| bad(e.to_string()))? {
+                let key = if link {
+                    file.canonicalize().unwrap_or_else(|_| file.clone())
+                } else {
+                    real.join(file.strip_prefix(location).unwrap_or(&file))
+                };
+                if seen.insert(key) {
+                    files.push(file);
+                }
+            }
+        }
+        if files.is_empty() {
+            warn!(ini = %ini.display(), "no revision file found: is script_location or version_locations right?");
         }
         let revisions = read_revisions(&files)?;
         let graph = Graph::new(revisions).map_err(bad)?;
@@ -127,8 +142,9 @@ fn valid_table_name(name: &str) -> bool {
     }
 }
 
-/// The `.py` files Alembic would load from `dir`, sorted as it sorts them.
-fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
+/// The `.py` files Alembic would load from `dir`, sorted as it sorts them, each with whether it
+/// is a symbolic link. As Alembic's walk, a recursive scan does not enter linked folders.
+fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<(PathBuf, bool)>> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().collect();
@@ -137,14 +153,14 @@ fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> 
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         // The entry's type comes with the listing; only a symlink costs a stat.
-        let is_dir =
-            entry.file_type().map(|t| t.is_dir() || (t.is_symlink() && path.is_dir())).unwrap_or(false);
-        if is_dir {
-            if recursive && name != "__pycache__" {
+        let Ok(kind) = entry.file_type() else { continue };
+        let link = kind.is_symlink();
+        if kind.is_dir() || (link && path.is_dir()) {
+            if recursive && !link && name != "__pycache__" {
                 dirs.push(path);
             }
         } else if name.ends_with(".py") && !name.starts_with(".#") && !name.starts_with("__init__") {
-            files.push(path);
+            files.push((path, link));
         }
     }
     for d in dirs {
@@ -222,17 +238,44 @@ fn legacy_id(file: &Path) -> Option<String> {
     (!stem.is_empty() && stem.chars().all(|c| c.is_ascii_hexdigit())).then(|| stem.to_owned())
 }
 
+/// Why the version table could not be read.
+enum RowsError {
+    /// The connection or the server failed.
+    Db(sqlx::Error),
+    /// The table is there but is not Alembic's: another column layout, a NULL or empty id.
+    Shape(String),
+}
+
+impl From<sqlx::Error> for RowsError {
+    fn from(e: sqlx::Error) -> Self {
+        RowsError::Db(e)
+    }
+}
+
+/// The server refused the query itself (no such column, say): the table is not one Alembic
+/// wrote. Anything else is the connection's problem.
+fn shape(e: sqlx::Error) -> RowsError {
+    match e.as_database_error() {
+        Some(db) => RowsError::Shape(format!("it has no readable version_num column ({})", db.message())),
+        None => RowsError::Db(e),
+    }
+}
+
+fn ids(rows: Vec<Option<String>>) -> Result<Vec<String>, RowsError> {
+    rows.into_iter()
+        .map(|id| match id {
+            Some(id) if !id.trim().is_empty() => Ok(id),
+            _ => Err(RowsError::Shape("a row has no revision id (NULL or empty)".into())),
+        })
+        .collect()
+}
+
 /// Reads the rows of the version table; a table that does not exist yet reads as no rows.
-async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, sqlx::Error> {
+async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, RowsError> {
     let (schema, name) = match table.split_once('.') {
         Some((s, t)) => (Some(s), t),
         None => (None, table),
     };
-    macro_rules! ids {
-        ($rows:expr) => {
-            $rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
-        };
-    }
     match conn {
         DbConn::Pg(c) => {
             let quoted = match schema {
@@ -247,7 +290,7 @@ async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, sqlx::
                 return Ok(Vec::new());
             }
             let sql = format!("SELECT CAST(version_num AS TEXT) FROM {quoted}");
-            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+            ids(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await.map_err(shape)?)
         }
         DbConn::MySql(c) => {
             let exists: i64 = sqlx::query_scalar(
@@ -266,7 +309,7 @@ async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, sqlx::
                 None => format!("`{name}`"),
             };
             let sql = format!("SELECT CAST(version_num AS CHAR) FROM {quoted}");
-            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+            ids(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await.map_err(shape)?)
         }
         DbConn::Sqlite(c) => {
             let exists: bool = sqlx::query_scalar(
@@ -279,7 +322,7 @@ async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, sqlx::
                 return Ok(Vec::new());
             }
             let sql = format!("SELECT CAST(version_num AS TEXT) FROM \"{name}\"");
-            ids!(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await?)
+            ids(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *c).await.map_err(shape)?)
         }
     }
 }
@@ -311,8 +354,14 @@ impl<'a> Alembic<'a> {
     }
 
     async fn position(&self, conn: &mut DbConn) -> Result<Position, Error> {
-        let rows =
-            read_rows(conn, &self.project.version_table).await.map_err(|e| db_error(self.target, &e))?;
+        let table = &self.project.version_table;
+        let rows = read_rows(conn, table).await.map_err(|e| match e {
+            RowsError::Db(e) => db_error(self.target, &e),
+            RowsError::Shape(why) => Error::Config(format!(
+                "the version table {table} is not one Alembic wrote: {why}; give the table env.py uses with \
+                 --alembic-version-table (Alembic's default is alembic_version)"
+            )),
+        })?;
         let position = self.graph().locate(&rows);
         if !position.missing.is_empty() && !self.config.ignore_missing {
             return Err(Error::Migrate {
@@ -340,12 +389,43 @@ impl<'a> Alembic<'a> {
             return Ok(true);
         }
         Ok(match action {
+            // Compared as what is applied, not as rows: with `depends_on`, Alembic keeps fewer
+            // rows than there are heads.
             Action::Stamp(spec) => {
                 let want = self.resolve(spec.as_deref().unwrap_or("heads"))?;
-                position.rows.iter().collect::<BTreeSet<_>>() == want.iter().collect::<BTreeSet<_>>()
+                position.applied == self.graph().ancestors(&want)
             }
             _ => position.at_heads,
         })
+    }
+
+    /// A revert is checked against where the database is before anything runs: exit 2 for a
+    /// target that is not behind it, rather than Alembic's error under the lock.
+    fn check_revert(&self, before: &Position, to: Option<&str>, steps: u32) -> Result<(), Error> {
+        let at = self.describe(before);
+        match to {
+            None if before.rows.len() > 1 => Err(Error::Config(format!(
+                "the database is {at}, on {} branches: --steps does not say which to go back on; name \
+                 the revision to go back to with --to",
+                before.rows.len()
+            ))),
+            None if steps as usize > before.applied.len() => Err(Error::Config(format!(
+                "--steps {steps}: only {} revisions are applied (the database is {at}); use fewer, or --to base",
+                before.applied.len()
+            ))),
+            None => Ok(()),
+            Some(spec) => {
+                for target in self.resolve(spec)? {
+                    if !before.applied.contains(&target) {
+                        return Err(Error::Config(format!(
+                            "--to {spec}: revision {target} is not applied (the database is {at}); revert only \
+                             goes back, migrate goes forward"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     fn resolve(&self, spec: &str) -> Result<Vec<String>, Error> {
@@ -576,14 +656,9 @@ impl SchemaSource for Alembic<'_> {
                 let want: BTreeSet<String> = self.resolve(spec)?.into_iter().collect();
                 self.backup(conn).await?;
                 let argv = self.project.alembic(&["stamp", spec]);
+                let graph = self.graph();
                 let after = self
-                    .run_checked(
-                        conn,
-                        &argv,
-                        "alembic stamp",
-                        |p| want.iter().all(|w| p.rows.contains(w)),
-                        spec,
-                    )
+                    .run_checked(conn, &argv, "alembic stamp", |p| p.applied == graph.ancestors(&want), spec)
                     .await?;
                 info!(database = %self.describe(&after), "stamped");
                 Ok(want.len())
@@ -593,9 +668,14 @@ impl SchemaSource for Alembic<'_> {
                     info!("nothing to revert: no revision is applied");
                     return Ok(0);
                 }
+                self.check_revert(&before, to.as_deref(), *steps)?;
                 let (arg, check): (String, PositionCheck) = match to {
                     Some(spec) => {
                         let targets = self.resolve(spec)?;
+                        if before.rows.iter().collect::<BTreeSet<_>>() == targets.iter().collect() {
+                            info!(revision = %spec, "nothing to revert: the database is there already");
+                            return Ok(0);
+                        }
                         let graph = self.graph();
                         let check = move |p: &Position| {
                             // Every target still applied, and nothing above any of them.
@@ -623,6 +703,12 @@ impl SchemaSource for Alembic<'_> {
             Action::Reset => {
                 self.backup(conn).await?;
                 store::drop_all(conn).await.map_err(|e| db_error(self.target, &e))?;
+                // The version table may live in another schema than the ones dropped
+                // (`version_table_schema`): left there, it would say the empty database is
+                // at the heads, and the upgrade would do nothing.
+                store::drop_table(conn, &self.project.version_table)
+                    .await
+                    .map_err(|e| db_error(self.target, &e))?;
                 warn!("reset: every object in the database was dropped; upgrading from no revision");
                 let empty = self.graph().locate(&[]);
                 self.upgrade(conn, &empty).await
