@@ -495,7 +495,7 @@ fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
         }
         Some(argv) if !argv.is_empty() => Ok(argv),
         Some(_) => {
-            Err(Error::Config(format!("{flag} is empty: give a command, e.g. 'alembic upgrade head'")))
+            Err(Error::Config(format!("{flag} is empty: give the command to run, or leave the option out")))
         }
         // Not quoted back: the command line may hold a password.
         None => Err(Error::Config(format!("{flag} has an unbalanced quote: close it, or escape it with \\"))),

@@ -361,6 +361,10 @@ fn missing_revisions_are_exit_13_unless_ignored() {
     assert!(done.stderr.contains("f00d") && done.stderr.contains("--ignore-missing"), "{done}");
     p.run(&["run"], &db.url(), &["--ignore-missing", "--", "true"]).expect_code(0);
     assert_eq!(p.calls().len(), 1);
+    // status lists everything, the missing row included, then exits 13.
+    let st = p.run(&["status"], &db.url(), &[]);
+    st.expect_code(13);
+    assert!(st.stdout.contains("f00d             missing") && st.stdout.contains("0001"), "{st}");
 }
 
 /// Found with no flag: ./alembic.ini; and a `migrations/` folder of Python files is not mistaken

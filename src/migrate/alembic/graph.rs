@@ -75,6 +75,12 @@ impl Graph {
                 }
             }
         }
+        if let Some((label, &n)) = labels.iter().find(|(label, _)| by_id.contains_key(*label)) {
+            return Err(format!(
+                "branch label '{label}' in {} is also a revision id, which Alembic refuses: rename the label",
+                revisions[n].file.display()
+            ));
+        }
         let mut revisions = revisions;
         for r in &mut revisions {
             for down in &r.down {
@@ -170,8 +176,30 @@ impl Graph {
     }
 
     /// A revision argument as Alembic's commands take it: `heads`, `head` (only with one head),
-    /// `base` (none), a full id or an unambiguous prefix of one. `None` for `base`.
+    /// `base` (none), a full id, a branch label (the revision that carries it), an unambiguous
+    /// prefix of an id, or `X@head` (the head of X's branch). Empty for `base`.
     pub fn resolve(&self, spec: &str) -> Result<Vec<String>, String> {
+        if spec.trim().is_empty() {
+            return Err("an empty revision: give a revision id, a branch label, heads, head or base".into());
+        }
+        if let Some((root, "head")) = spec.split_once('@') {
+            let root = match self.resolve(root)?.as_slice() {
+                [one] => one.clone(),
+                _ => return Err(format!("'{spec}': {root} is not one revision")),
+            };
+            let heads: Vec<String> =
+                self.heads.iter().filter(|h| self.ancestors([*h]).contains(&root)).cloned().collect();
+            return match heads.len() {
+                1 => Ok(heads),
+                n => Err(format!(
+                    "'{spec}': the branch from {root} has {n} heads ({}); name one",
+                    heads.join(", ")
+                )),
+            };
+        }
+        if let Some(r) = self.revisions.iter().find(|r| r.branch_labels.iter().any(|l| l == spec)) {
+            return Ok(vec![r.id.clone()]);
+        }
         match spec {
             "heads" => return Ok(self.heads.clone()),
             "base" => return Ok(Vec::new()),
@@ -346,6 +374,20 @@ mod tests {
         let mut dep = rev("2", &[]);
         dep.depends_on = vec!["nope".into()];
         assert!(Graph::new(vec![dep]).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn branch_labels_and_branch_heads_resolve() {
+        let mut b = rev("b1", &["a1"]);
+        b.branch_labels = vec!["reports".into()];
+        let g = Graph::new(vec![rev("a1", &[]), b, rev("b2", &["b1"]), rev("c1", &["a1"])]).unwrap();
+        assert_eq!(g.resolve("reports").unwrap(), ["b1"]);
+        assert_eq!(g.resolve("reports@head").unwrap(), ["b2"]);
+        assert!(g.resolve("a1@head").unwrap_err().contains("2 heads"));
+        assert!(g.resolve("").unwrap_err().contains("empty"));
+        let mut clash = rev("x", &[]);
+        clash.branch_labels = vec!["a1".into()];
+        assert!(Graph::new(vec![rev("a1", &[]), clash]).unwrap_err().contains("also a revision id"));
     }
 
     #[test]

@@ -59,7 +59,16 @@ impl Project {
             .ok_or_else(|| bad("it has no [alembic] section: is it Alembic's ini file?".into()))?;
         let get = |key: &str| section.get(key).map_err(|e| bad(e.0));
         let script_location = get("script_location")?.ok_or_else(|| {
-            bad("[alembic] has no script_location: set it to the folder that holds env.py".into())
+            let toml = ini.parent().map(|d| d.join("pyproject.toml")).filter(|t| t.is_file());
+            bad(format!(
+                "[alembic] has no script_location: set it to the folder that holds env.py{}",
+                if toml.is_some() {
+                    " (preflight reads alembic.ini only, not pyproject.toml's [tool.alembic]: put \
+                     script_location and version_locations in alembic.ini)"
+                } else {
+                    ""
+                }
+            ))
         })?;
         if section.boolean("sourceless").map_err(|e| bad(e.0))? {
             return Err(bad(
@@ -186,11 +195,10 @@ fn read_revision(file: &Path, buf: &mut Vec<u8>) -> Result<Revision, Error> {
     };
     let len = read_all(file, buf).map_err(|e| bad(format!("cannot read it ({e})")))?;
     let bytes = &buf[..len];
-    // Python source is UTF-8 unless a coding line says otherwise (Latin-1 in a comment, say);
-    // the lossy copy, which keeps such a file readable, is the rare path.
+    // Python source is UTF-8 unless a coding line says otherwise: the rare path.
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
+        Err(_) => std::borrow::Cow::Owned(decode_declared(bytes)),
     };
     let declared = script::read(&text).map_err(|e| bad(e.0))?;
     let id = match declared.revision {
@@ -230,6 +238,28 @@ fn read_all(file: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A file that is not UTF-8, decoded as its PEP 263 coding line says when that is Latin-1
+/// (each byte is the code point of the same number; cp1252 differs only in 0x80-0x9f, which
+/// revision messages do not use), lossily otherwise.
+fn decode_declared(bytes: &[u8]) -> String {
+    let head: Vec<&[u8]> = bytes.split(|&b| b == b'\n').take(2).collect();
+    let latin1 = head.iter().any(|line| {
+        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+        line.trim_start().starts_with('#')
+            && line.split("coding").nth(1).is_some_and(|rest| {
+                let name = rest.trim_start_matches([':', '=']).trim_start();
+                ["latin-1", "latin1", "iso-8859-1", "iso8859-1", "l1", "cp1252", "windows-1252"]
+                    .iter()
+                    .any(|n| name.starts_with(n))
+            })
+    });
+    if latin1 {
+        bytes.iter().map(|&b| char::from(b)).collect()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
     }
 }
 
@@ -353,16 +383,14 @@ impl<'a> Alembic<'a> {
         &self.project.graph
     }
 
+    /// Where the database is; a row no file has is an error (13) unless `--ignore-missing`.
     async fn position(&self, conn: &mut DbConn) -> Result<Position, Error> {
-        let table = &self.project.version_table;
-        let rows = read_rows(conn, table).await.map_err(|e| match e {
-            RowsError::Db(e) => db_error(self.target, &e),
-            RowsError::Shape(why) => Error::Config(format!(
-                "the version table {table} is not one Alembic wrote: {why}; give the table env.py uses with \
-                 --alembic-version-table (Alembic's default is alembic_version)"
-            )),
-        })?;
-        let position = self.graph().locate(&rows);
+        let position = self.read_position(conn).await?;
+        self.check_missing(&position)?;
+        Ok(position)
+    }
+
+    fn check_missing(&self, position: &Position) -> Result<(), Error> {
         if !position.missing.is_empty() && !self.config.ignore_missing {
             return Err(Error::Migrate {
                 message: format!(
@@ -375,7 +403,19 @@ impl<'a> Alembic<'a> {
                 exit: Exit::Missing,
             });
         }
-        Ok(position)
+        Ok(())
+    }
+
+    async fn read_position(&self, conn: &mut DbConn) -> Result<Position, Error> {
+        let table = &self.project.version_table;
+        let rows = read_rows(conn, table).await.map_err(|e| match e {
+            RowsError::Db(e) => db_error(self.target, &e),
+            RowsError::Shape(why) => Error::Config(format!(
+                "the version table {table} is not one Alembic wrote: {why}; give the table env.py uses with \
+                 --alembic-version-table (Alembic's default is alembic_version)"
+            )),
+        })?;
+        Ok(self.graph().locate(&rows))
     }
 
     fn locations(&self) -> String {
@@ -531,8 +571,14 @@ impl<'a> Alembic<'a> {
 
     /// `preflight status` for an Alembic project. `true` when current.
     pub async fn status(&self, conn: &mut DbConn, json: bool) -> Result<bool, Error> {
-        let position = self.position(conn).await?;
-        let current = self.satisfied(&position, &Action::Apply { dry_run: false })?;
+        // The listing first, missing rows included: that is when it is needed most. The exit
+        // code (13 for a missing revision) follows.
+        let position = self.read_position(conn).await?;
+        // With --ignore-missing, a database ahead of these files counts as current.
+        let current = match position.missing.is_empty() {
+            true => self.satisfied(&position, &Action::Apply { dry_run: false })?,
+            false => self.config.ignore_missing,
+        };
         let graph = self.graph();
         let state = |r: &Revision| if position.applied.contains(&r.id) { "applied" } else { "pending" };
         if json {
@@ -593,12 +639,9 @@ impl<'a> Alembic<'a> {
             out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
             print!("{out}");
         }
+        self.check_missing(&position)?;
         if !current {
-            warn!(
-                pending = position.pending(graph).len(),
-                missing = position.missing.len(),
-                "schema is not current"
-            );
+            warn!(pending = position.pending(graph).len(), "schema is not current");
         }
         Ok(current)
     }
@@ -714,5 +757,15 @@ impl SchemaSource for Alembic<'_> {
                 self.upgrade(conn, &empty).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_latin_1_coding_line_is_honoured() {
+        let text = super::decode_declared(b"# -*- coding: latin-1 -*-\n\"\"\"caf\xe9\"\"\"\n");
+        assert!(text.contains("caf\u{e9}"), "{text}");
+        assert!(super::decode_declared(b"\"\"\"caf\xe9\"\"\"\n").contains('\u{fffd}'));
     }
 }

@@ -137,27 +137,58 @@ impl Value {
     }
 }
 
-/// `None`, one string (adjacent strings concatenate), or a tuple or list of strings.
+/// `None`, one string (adjacent strings concatenate), or a tuple or list of strings, read as
+/// Python reads them: a top-level comma makes a tuple (`"a", "b"`, `"a",`), parentheses alone
+/// do not (`("a")` is a string, `(None)` is None), brackets always make a list.
 fn literal(tokens: &[Token]) -> Option<Value> {
     let toks: Vec<&Tok> = tokens.iter().map(|t| &t.tok).collect();
-    match toks.as_slice() {
+    value(&toks)
+}
+
+fn value(toks: &[&Tok]) -> Option<Value> {
+    let parts = split_commas(toks);
+    if parts.len() > 1 {
+        // A tuple; a trailing comma leaves an empty last part.
+        let items: Option<Vec<String>> = parts.iter().filter(|p| !p.is_empty()).map(|p| strings(p)).collect();
+        return items.map(Value::Many);
+    }
+    match toks {
         [Tok::Name(n)] if n == "None" => Some(Value::None),
-        [Tok::Str(_), ..] => strings(&toks).map(Value::One),
-        [Tok::Op(open), inner @ .., Tok::Op(close)]
-            if (open == "(" && close == ")") || (open == "[" && close == "]") =>
-        {
-            let mut items = Vec::new();
-            for part in inner.split(|t| matches!(t, Tok::Op(o) if o == ",")) {
-                if part.is_empty() {
-                    continue;
-                }
-                items.push(strings(part)?);
+        [Tok::Str(_), ..] => strings(toks).map(Value::One),
+        [Tok::Op(open), inner @ .., Tok::Op(close)] if open == "(" && close == ")" => {
+            if inner.is_empty() {
+                Some(Value::Many(Vec::new()))
+            } else {
+                value(inner)
             }
-            // `("a")` is a string in Python, `("a",)` a tuple; both mean the same here.
-            Some(Value::Many(items))
+        }
+        [Tok::Op(open), inner @ .., Tok::Op(close)] if open == "[" && close == "]" => {
+            let items: Option<Vec<String>> =
+                split_commas(inner).iter().filter(|p| !p.is_empty()).map(|p| strings(p)).collect();
+            items.map(Value::Many)
         }
         _ => None,
     }
+}
+
+/// Splits at the commas outside brackets.
+fn split_commas<'a, 'b>(toks: &'b [&'a Tok]) -> Vec<&'b [&'a Tok]> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Op(o) if o == "(" || o == "[" || o == "{" => depth += 1,
+            Tok::Op(o) if o == ")" || o == "]" || o == "}" => depth -= 1,
+            Tok::Op(o) if o == "," && depth == 0 => {
+                parts.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&toks[start..]);
+    parts
 }
 
 fn strings(toks: &[&Tok]) -> Option<String> {
@@ -182,6 +213,9 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
     let mut k = 0;
     let mut line = 1usize;
     let mut first = true;
+    // Set when the last statement ended at a `;`: the next one starts on the same line, at the
+    // same level (`a = 1; revision = "x"` assigns at the top level).
+    let mut after_semicolon: Option<bool> = None;
     while k < b.len() {
         // The start of a logical line: its indentation, or a line with no statement.
         let start = k;
@@ -193,6 +227,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
             Some(b'\n') => {
                 line += 1;
                 k += 1;
+                after_semicolon = None;
                 continue;
             }
             Some(b'\r') | Some(b'#') => {
@@ -201,7 +236,7 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
             }
             _ => {}
         }
-        let top = k == start;
+        let top = after_semicolon.take().unwrap_or(k == start);
         let is_first = std::mem::replace(&mut first, false);
         // Decide from the first token whether this line is kept.
         let keep = top && {
@@ -210,9 +245,12 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
             NAMES.contains(&word) || (is_first && starts_string(b, k))
         };
         if !keep {
-            let (next, lines) = skip_logical(b, k, line)?;
+            let (next, lines, semicolon) = skip_logical(b, k, line)?;
             line += lines;
             k = next;
+            if semicolon {
+                after_semicolon = Some(top);
+            }
             continue;
         }
         let mut tokens = Vec::new();
@@ -239,13 +277,9 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
                     k += 3;
                 }
                 b';' if depth == 0 => {
-                    // `a = 1; revision = "x"`: what follows is a statement of its own, not at
-                    // the start of a line, so not read (Alembic never writes this).
+                    // `revision = "a"; down_revision = None`: the next statement follows.
                     k += 1;
-                    out.push(Logical { top, first: is_first, tokens: std::mem::take(&mut tokens) });
-                    let (next, lines) = skip_logical(b, k, line)?;
-                    line += lines;
-                    k = next;
+                    after_semicolon = Some(top);
                     break;
                 }
                 b'"' | b'\'' => {
@@ -317,16 +351,17 @@ fn starts_string(b: &[u8], k: usize) -> bool {
     matches!(b.get(j), Some(b'"' | b'\''))
 }
 
-/// Skips the rest of a logical line from `k` (its strings and brackets included). Returns the
-/// index after it and how many newlines were passed.
-fn skip_logical(b: &[u8], mut k: usize, line: usize) -> Result<(usize, usize), ScriptError> {
+/// Skips the rest of a statement from `k` (its strings and brackets included). Returns the
+/// index after it, how many newlines were passed, and whether it ended at a `;` (another
+/// statement follows on the same line).
+fn skip_logical(b: &[u8], mut k: usize, line: usize) -> Result<(usize, usize, bool), ScriptError> {
     let mut depth = 0i32;
     let mut lines = 0;
     loop {
         // Only a few bytes matter to where a logical line ends; jump to the next one.
         match b[k..].iter().position(|&c| SPECIAL[usize::from(c)]) {
             Some(skip) => k += skip,
-            None => return Ok((b.len(), lines)),
+            None => return Ok((b.len(), lines, false)),
         }
         let c = b[k];
         match c {
@@ -361,16 +396,17 @@ fn skip_logical(b: &[u8], mut k: usize, line: usize) -> Result<(usize, usize), S
                 depth = (depth - 1).max(0);
                 k += 1;
             }
+            b';' if depth == 0 => return Ok((k + 1, lines, true)),
             _ => k += 1,
         }
     }
-    Ok((k, lines))
+    Ok((k, lines, false))
 }
 
 /// The bytes [`skip_logical`] stops at.
 static SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
-    let special = b"\n#\\\"'()[]{}";
+    let special = b"\n#\\\"'()[]{};";
     let mut i = 0;
     while i < special.len() {
         t[special[i] as usize] = true;
@@ -425,13 +461,8 @@ fn string(
             if decode && raw {
                 out.extend_from_slice(&[b'\\', next]);
             } else if decode {
-                match next {
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'\n' => {}
-                    b'\\' | b'\'' | b'"' => out.push(next),
-                    other => out.extend_from_slice(&[b'\\', other]),
-                }
+                k += escape(b, k + 1, &mut out);
+                continue;
             }
             k += 2;
             continue;
@@ -440,6 +471,59 @@ fn string(
             out.push(c);
         }
         k += 1;
+    }
+}
+
+/// Decodes the escape whose letter is at `k` (after the backslash) into `out`, as Python does
+/// in a str literal, and returns how many bytes it took, the backslash included. An escape
+/// Python does not know is kept as written (Python warns and keeps it too).
+fn escape(b: &[u8], k: usize, out: &mut Vec<u8>) -> usize {
+    let simple = |c: u8| -> Option<u8> {
+        Some(match c {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'a' => 0x07,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'v' => 0x0b,
+            b'\\' | b'\'' | b'"' => c,
+            _ => return None,
+        })
+    };
+    let next = b[k];
+    if next == b'\n' {
+        return 2;
+    }
+    if let Some(c) = simple(next) {
+        out.push(c);
+        return 2;
+    }
+    let hex = |len: usize| -> Option<u32> {
+        let digits = b.get(k + 1..k + 1 + len)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let (code, taken) = match next {
+        b'x' => (hex(2), 2),
+        b'u' => (hex(4), 4),
+        b'U' => (hex(8), 8),
+        b'0'..=b'7' => {
+            let len = b[k..].iter().take(3).take_while(|c| (b'0'..=b'7').contains(c)).count();
+            let digits = std::str::from_utf8(&b[k..k + len]).unwrap_or("0");
+            (u32::from_str_radix(digits, 8).ok(), len - 1)
+        }
+        _ => (None, 0),
+    };
+    match code.and_then(char::from_u32) {
+        Some(c) => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            2 + taken
+        }
+        None => {
+            out.extend_from_slice(&[b'\\', next]);
+            2
+        }
     }
 }
 
@@ -490,7 +574,7 @@ def upgrade() -> None:
         assert_eq!(d.depends_on, ["x", "y"]);
         assert_eq!(d.message, "first line");
         let d = read("revision = \\\n  'b'; down_revision = r'a'\n").unwrap();
-        assert_eq!((d.revision.as_deref(), d.down_revision), (Some("b"), None));
+        assert_eq!((d.revision.as_deref(), d.down_revision), (Some("b"), Some(vec!["a".to_owned()])));
     }
 
     #[test]
@@ -533,6 +617,29 @@ def upgrade() -> None:
         // A string left open in a line that is only scanned is still named with its line.
         let err = read("revision = 'a'\n\ndef f():\n    x = '''never\n").unwrap_err().0;
         assert_eq!(err, "line 4: a string is never closed");
+    }
+
+    #[test]
+    fn python_spellings_of_the_same_values_are_read_as_python_reads_them() {
+        let d = read("revision: str = (\"a1\")\ndown_revision = (None)\ndepends_on = \"b2\",\n").unwrap();
+        assert_eq!(d.revision.as_deref(), Some("a1"));
+        assert_eq!(d.down_revision, Some(vec![]));
+        assert_eq!(d.depends_on, ["b2"]);
+        let d = read("revision = 'e\\x35\\u0066\\066'\ndown_revision = 'a', 'b'\n").unwrap();
+        assert_eq!(d.revision.as_deref(), Some("e5f6"));
+        assert_eq!(d.down_revision, Some(vec!["a".to_owned(), "b".to_owned()]));
+        // Statements after `;` are statements too, and the last assignment wins.
+        let d = read(
+            "revision = \"b2\"; revision = \"b9\"; down_revision = \"a1\"\nx = 1; branch_labels = ('l',)\n",
+        )
+        .unwrap();
+        assert_eq!(d.revision.as_deref(), Some("b9"));
+        assert_eq!(d.down_revision, Some(vec!["a1".to_owned()]));
+        assert_eq!(d.branch_labels, ["l"]);
+        // ... but not inside a function.
+        let d = read("revision = 'a'\ndef f():\n    x = 1; revision = 'no'\n").unwrap();
+        assert_eq!(d.revision.as_deref(), Some("a"));
+        assert!(read("revision = ('a', 'b')\n").is_err());
     }
 
     #[test]
