@@ -867,3 +867,30 @@ fn a_killed_preflight_takes_its_migration_command_with_it() {
     };
     wait_until("the orphaned command to die", LONG, gone);
 }
+
+/// The SQLite lock file says who holds it and since when; a holder that is not preflight (an
+/// operator's flock) is reported as unknown, not under the name of the last preflight that
+/// held it, and not as held "for 0s".
+#[test]
+fn the_sqlite_lock_holder_is_reported_as_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("sqlite:{}", db.display());
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    let args = ["migrate", "--database-url", &url, "--migrations", m.path(), "--lock-timeout", "1s"];
+    // A first run leaves its name behind only while it holds the lock.
+    preflight(None, &args[..5], LONG).expect_code(0);
+    m.add("2_b.sql", "CREATE TABLE b (id INTEGER);\n");
+    let lock = format!("{}.lock", db.display());
+    let mut held = std::process::Command::new("flock").args(["-x", &lock, "sleep", "60"]).spawn().unwrap();
+    wait_until("flock to hold the lock", LONG, || {
+        std::fs::File::open(&lock)
+            .is_ok_and(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err())
+    });
+    let done = preflight(None, &args, LONG);
+    held.kill().unwrap();
+    held.wait().unwrap();
+    done.expect_code(14);
+    assert!(done.stderr.contains("held by a process that did not say who it is"), "{done}");
+    assert!(!done.stderr.contains("preflight/") && !done.stderr.contains("for 0s"), "{done}");
+}

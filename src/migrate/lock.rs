@@ -44,7 +44,7 @@ pub struct LockGuard {
     conn: Option<DbConn>,
     key: i64,
     /// SQLite's lock file, kept open (and locked) for as long as the guard lives.
-    _file: Option<Flock<File>>,
+    file: Option<Flock<File>>,
 }
 
 impl LockGuard {
@@ -59,6 +59,11 @@ impl LockGuard {
                 debug!(error = %e, "explicit unlock failed; closing the connection releases the lock");
             }
             conn.close().await;
+        }
+        if let Some(file) = self.file.take() {
+            // Who held it is no longer true: a later holder that does not write (an operator's
+            // flock) must not be reported under our name.
+            let _ = file.set_len(0);
         }
         debug!("migration lock released");
     }
@@ -113,7 +118,7 @@ pub async fn acquire(
             Ok((true, k)) => {
                 let waited = start.elapsed();
                 info!(waited_ms = millis(waited), attempts, "migration lock acquired");
-                return Ok(LockGuard { conn: Some(conn), key: k, _file: None });
+                return Ok(LockGuard { conn: Some(conn), key: k, file: None });
             }
             Ok((false, k)) => {
                 key = Some(k);
@@ -167,8 +172,8 @@ fn report_holder(holder: Option<&Holder>, waited: Duration) {
     match holder {
         Some(h) => info!(
             holder = %h.name,
-            holder_client = %h.client,
-            held_ms = millis(h.held_for),
+            holder_client = h.client.as_deref().unwrap_or("unknown"),
+            held_ms = h.held_for.map(millis),
             waited_ms = millis(waited),
             "waiting for the migration lock"
         ),
@@ -195,7 +200,10 @@ fn dependency(target: &Target, failure: Failure) -> Error {
 
 fn lock_timeout(target: &Target, timeout: Duration, holder: Option<Holder>) -> Error {
     let who = holder.map_or_else(String::new, |h| {
-        format!(" (held by {} from {} for {}s)", h.name, h.client, h.held_for.as_secs())
+        let name = if h.name.is_empty() { "an unnamed session" } else { &h.name };
+        let from = h.client.as_deref().map(|c| format!(" from {c}")).unwrap_or_default();
+        let age = h.held_for.map(|d| format!(", for {}s", d.as_secs())).unwrap_or_default();
+        format!(" (held by {name}{from}{age})")
     });
     Error::Migrate {
         message: format!(
@@ -205,6 +213,24 @@ fn lock_timeout(target: &Target, timeout: Duration, holder: Option<Holder>) -> E
             humantime::format_duration(timeout)
         ),
         exit: Exit::LockTimeout,
+    }
+}
+
+/// The holder of a lock file, as it wrote itself when it took the lock (`NAME since UNIX`). A
+/// process that is not preflight (an operator's `flock`) writes nothing: then it is unknown.
+fn file_holder(path: &Path) -> Holder {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let parsed = text.trim().rsplit_once(" since ").and_then(|(name, since)| {
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(since.parse().ok()?);
+        Some((name.to_owned(), std::time::SystemTime::now().duration_since(since).unwrap_or_default()))
+    });
+    match parsed {
+        Some((name, held)) => Holder { name, client: Some(path.display().to_string()), held_for: Some(held) },
+        None => Holder {
+            name: "a process that did not say who it is".into(),
+            client: Some(path.display().to_string()),
+            held_for: None,
+        },
     }
 }
 
@@ -243,28 +269,21 @@ async fn acquire_file(
             })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
-                // Say who we are, for the next waiter's progress line.
+                // Say who we are and since when, for the next waiter's progress line.
                 let _ = locked.set_len(0);
-                let _ = write!(&mut *locked, "{}", crate::target::application_name());
+                let since = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let _ = write!(&mut *locked, "{} since {since}", crate::target::application_name());
                 break locked;
             }
             Err((_, _errno)) => {
                 if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    info!(holder = %holder.trim(), lock_file = %path.display(), waited_ms = millis(start.elapsed()), "waiting for the migration lock");
+                    report_holder(Some(&file_holder(&path)), start.elapsed());
                     last_report = Some(Instant::now());
                 }
                 if !sleep_or_timeout(&mut rng, attempts, deadline).await {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    return Err(lock_timeout(
-                        target,
-                        timeout,
-                        Some(Holder {
-                            name: holder.trim().to_owned(),
-                            client: path.display().to_string(),
-                            held_for: Duration::ZERO,
-                        }),
-                    ));
+                    return Err(lock_timeout(target, timeout, Some(file_holder(&path))));
                 }
             }
         }
@@ -272,5 +291,5 @@ async fn acquire_file(
     let waited = start.elapsed();
     info!(waited_ms = millis(waited), lock_file = %path.display(), "migration lock acquired");
     let (conn, _) = db::connect(target, stagger).await.map_err(|f| dependency(target, f))?;
-    Ok(LockGuard { conn: Some(conn), key: 0, _file: Some(locked) })
+    Ok(LockGuard { conn: Some(conn), key: 0, file: Some(locked) })
 }

@@ -122,10 +122,15 @@ pub async fn unlock(conn: &mut DbConn, key: i64) -> Result<(), sqlx::Error> {
 
 /// Who holds the lock, as far as the server tells us.
 #[derive(Debug, Clone, Default)]
+/// Who holds the migration lock, as far as the server tells: PostgreSQL hides another role's
+/// client address and session start unless we may read all statistics, and then they are
+/// unknown, not "local" and "0 s".
 pub struct Holder {
     pub name: String,
-    pub client: String,
-    pub held_for: Duration,
+    pub client: Option<String>,
+    /// How old the holder's session is (PostgreSQL), how long it has been in its current
+    /// state (MySQL), or since when it holds the lock file (SQLite).
+    pub held_for: Option<Duration>,
 }
 
 pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx::Error> {
@@ -133,7 +138,9 @@ pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx:
         DbConn::Pg(c) => {
             let bits = key as u64;
             let row: Option<(Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
-                "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), \
+                "SELECT a.application_name, \
+                        CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr) \
+                             WHEN a.backend_start IS NOT NULL THEN 'local socket' END, \
                         EXTRACT(EPOCH FROM now() - a.backend_start)::float8 \
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
@@ -146,8 +153,8 @@ pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx:
             .await?;
             Ok(row.map(|(name, client, secs)| Holder {
                 name: name.unwrap_or_default(),
-                client: client.unwrap_or_default(),
-                held_for: Duration::from_secs_f64(secs.unwrap_or(0.0).max(0.0)),
+                client,
+                held_for: secs.map(|s| Duration::from_secs_f64(s.max(0.0))),
             }))
         }
         DbConn::MySql(c) => {
@@ -159,8 +166,8 @@ pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx:
             .await?;
             Ok(row.map(|(user, host, secs)| Holder {
                 name: user.unwrap_or_default(),
-                client: host.unwrap_or_default(),
-                held_for: Duration::from_secs(secs.unwrap_or(0).max(0) as u64),
+                client: host,
+                held_for: secs.map(|s| Duration::from_secs(s.max(0) as u64)),
             }))
         }
         DbConn::Sqlite(_) => Ok(None),
