@@ -32,10 +32,7 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
     match &target.kind {
         TargetKind::Tcp { host, port } => {
             let addrs = resolve(host, *port).await?;
-            let (addr, _stream) = race(addrs, stagger, |addr| async move {
-                TcpStream::connect(addr).await.map_err(|e| io_failure(&e))
-            })
-            .await?;
+            let (addr, _stream) = race(addrs, stagger, tcp_connect).await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
         TargetKind::Http { url, host, port } => {
@@ -59,12 +56,31 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
     }
 }
 
+/// A TCP connection to `addr`. A connection whose two ends are the same address reached
+/// nothing: on loopback, a port in the ephemeral range that nobody listens on can be connected
+/// to by a socket that happens to get that very port as its own (a TCP self-connect). It is
+/// refused, as Go's dialer refuses it.
+async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| io_failure(&e))?;
+    if is_self_connect(&stream) {
+        return Err(Failure::new(
+            Class::Network,
+            format!("nothing listens on {addr} (the connection reached itself)"),
+        ));
+    }
+    Ok(stream)
+}
+
+fn is_self_connect(stream: &TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
+}
+
 fn io_failure(e: &std::io::Error) -> Failure {
     Failure::new(classify_io(e), e.to_string())
 }
 
 async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| io_failure(&e))?;
+    let stream = tcp_connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
@@ -96,4 +112,25 @@ async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
     .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
     let status = response.status();
     if status.is_success() { Ok(()) } else { Err(Failure::new(Class::NotReady, format!("HTTP {status}"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket bound to the port it connects to reaches itself (TCP simultaneous open): the
+    /// case that happens by chance when the kernel picks the target's port as the source port.
+    #[tokio::test]
+    async fn a_self_connect_is_recognized() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let stream = socket.connect(addr).await.expect("a self-connect succeeds on Linux");
+        assert!(is_self_connect(&stream));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        assert!(!is_self_connect(&other));
+    }
 }
