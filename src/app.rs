@@ -64,6 +64,7 @@ pub fn run(config: Config, started: Instant) -> Exit {
     info!(
         wait_ms = timings.wait.map(millis),
         migrate_ms = timings.migrate.map(millis),
+        lock_taken = timings.migrate.map(|_| crate::migrate::lock_taken()),
         total_ms = millis(started.elapsed()),
         exit_code = exit.code(),
         "done"
@@ -149,6 +150,7 @@ fn start(argv: &[OsString], init: &InitPlan, timings: &Timings, started: Instant
     info!(
         wait_ms = timings.wait.map(millis),
         migrate_ms = timings.migrate.map(millis),
+        lock_taken = timings.migrate.map(|_| crate::migrate::lock_taken()),
         total_ms = millis(started.elapsed()),
         pid = std::process::id(),
         command = %argv[0].to_string_lossy(),

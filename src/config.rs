@@ -616,6 +616,23 @@ mod tests {
         assert!(source(&bad, SchemaMode::Apply).unwrap_err().to_string().contains("--alembic-version-table"));
     }
 
+    /// What ships is what the README's retry schedule describes: 50 ms doubling to 400 ms, a
+    /// 5 s attempt timeout, a 250 ms stagger, a 60 s deadline.
+    #[test]
+    fn the_shipped_schedule_is_the_documented_one() {
+        let w = wait_config(&[]).unwrap();
+        let ms = |d: Duration| d.as_millis();
+        let ceilings: Vec<u128> = (1..=5).map(|n| ms(w.policy.backoff.ceiling(n))).collect();
+        assert_eq!(ceilings, [50, 100, 200, 400, 400]);
+        assert_eq!(ms(w.policy.attempt_timeout), 5000);
+        assert_eq!(ms(w.policy.stagger), 250);
+        assert_eq!(w.policy.timeout, Some(Duration::from_secs(60)));
+        let readme = include_str!("../README.md");
+        for documented in ["| `PREFLIGHT_BACKOFF_BASE` | `50ms` |", "| `PREFLIGHT_BACKOFF_MAX` | `400ms` |"] {
+            assert!(readme.contains(documented), "README no longer says {documented}");
+        }
+    }
+
     #[test]
     fn a_bad_wait_for_names_the_flag() {
         let err = wait_config(&["--wait-for", "tcp://db"]).unwrap_err().to_string();

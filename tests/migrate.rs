@@ -75,11 +75,13 @@ fn a_second_run_is_a_no_op_that_takes_no_lock() {
     let s = schema("");
     let m = Migrations::new(&files(&s));
     let url = pg.url("127.0.0.1");
-    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    let first = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    first.expect_code(0);
+    assert!(first.stderr.contains("lock_taken=true"), "{first}");
     let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
     done.expect_code(0);
     assert!(done.stderr.contains("schema is current"), "{done}");
-    assert!(!done.stderr.contains("lock acquired"), "{done}");
+    assert!(done.stderr.contains("lock_taken=false"), "{done}");
 }
 
 #[test]
@@ -197,7 +199,7 @@ fn readers_start_only_after_the_writer_finishes() {
     done.expect_code(0);
     assert!(marker.exists(), "{done}");
     assert_eq!(sql_i64(&url, count_sql), 2);
-    assert!(!done.stderr.contains("lock"), "a reader takes no lock: {done}");
+    assert!(done.stderr.contains("lock_taken=false"), "a reader takes no lock: {done}");
 }
 
 #[test]
@@ -549,17 +551,25 @@ fn a_failing_backup_command_stops_before_any_migration() {
     assert!(done.stderr.contains("may be incomplete"), "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"), 0);
 
-    // A working command sees $DATABASE_URL-style expansion and the stamp.
+    // A working command gets `$VAR`s expanded (the URL it must dump, the stamp) and the same
+    // URL in its environment.
     let out = m.dir.path().join("dump-marker");
-    let cmd = format!("sh -c 'echo \"$1\" > {}' sh ${{PREFLIGHT_BACKUP_STAMP}}", out.display());
+    let cmd = format!(
+        "sh -c 'printf \"%s\\n%s\\n%s\\n\" \"$1\" \"$2\" \"$DATABASE_URL\" > {}' sh ${{PREFLIGHT_BACKUP_STAMP}} $DATABASE_URL",
+        out.display()
+    );
     preflight(
         None,
         &["migrate", "--database-url", &url, "--migrations", m.path(), "--backup-command", &cmd],
         LONG,
     )
     .expect_code(0);
-    let stamp = std::fs::read_to_string(&out).unwrap();
-    assert!(stamp.trim().ends_with('Z') && stamp.trim().len() == 19, "{stamp:?}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 3, "{written:?}");
+    assert!(lines[0].ends_with('Z') && lines[0].len() == 19, "{written:?}");
+    assert_eq!(lines[1], url, "the expanded $DATABASE_URL");
+    assert_eq!(lines[2], url, "DATABASE_URL in the command's environment");
 }
 
 fn alembic() -> (String, String) {
@@ -592,17 +602,27 @@ fn five_concurrent_alembic_upgrades_run_one_at_a_time_under_the_lock() {
         ],
         &env,
     );
+    // Each writer's upgrade notes when it starts and ends: under the lock, the runs follow each
+    // other, so the log alternates start, end, start, end.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let logged = format!(
+        "sh -c 'echo start >> {log}; {upgrade}; rc=$?; echo end >> {log}; exit $rc'",
+        log = log.display()
+    );
     let writers: Vec<Preflight> = (0..5)
-        .map(|_| Preflight::spawn_with(None, &["migrate", "--migrate-command", &upgrade], &env))
+        .map(|_| Preflight::spawn_with(None, &["migrate", "--migrate-command", &logged], &env))
         .collect();
     for w in writers {
         let done = w.finish(LONG);
         done.expect_code(0).expect_no_password();
         assert!(!done.stderr.contains("already exists") && !done.stderr.contains("Traceback"), "{done}");
     }
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(runs, "start\nend\n".repeat(5), "the upgrades overlapped");
     let done = reader.finish(LONG);
     done.expect_code(0);
-    assert!(!done.stderr.contains("lock"), "a reader takes no lock: {done}");
+    assert!(done.stderr.contains("lock_taken=false"), "a reader takes no lock: {done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM alembic_version WHERE version_num = '0002'"), 1);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM alembic_version"), 1);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM notes"), 1);

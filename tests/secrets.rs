@@ -53,7 +53,8 @@ fn no_error_path_prints_a_password() {
     }
     let pw = encoded(CANARY);
     let good = |db: &str| format!("postgres://canary:{pw}@127.0.0.1:{port}/{db}");
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let nobody = format!("127.0.0.1:{dead}");
     let failing = Migrations::new(&[("1_divide.sql", "SELECT 1/0;\n")]);
     let pending = Migrations::new(&[("1_ok.sql", "CREATE TABLE ok (id INTEGER);\n")]);
@@ -231,7 +232,8 @@ fn no_error_path_prints_a_password() {
 /// would turn `postgres` into `***ostgres` and show where the password's letters are.
 #[test]
 fn a_short_password_is_hidden_as_a_token_not_as_a_substring() {
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let done = preflight(
         None,
         &[

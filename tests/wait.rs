@@ -18,28 +18,67 @@ const LONG: Duration = Duration::from_secs(30);
 fn wait_succeeds_when_postgres_starts_late() {
     let mut pg = Pg::new("127.0.0.1", None);
     let url = pg.url("127.0.0.1");
-    let mut p = Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "30s"]);
-    p.wait_for_line(&["waiting", "class=network"], LONG);
-    // The scenario: the server comes up 1-2 s after preflight started waiting.
-    std::thread::sleep(Duration::from_millis(1200));
+    let mut p =
+        Preflight::spawn(None, &["--log-level", "debug", "wait", "--database-url", &url, "--timeout", "30s"]);
+    // The scenario: the server comes up after preflight has failed a few attempts.
+    p.wait_for_line(&["attempt failed", "attempt=3"], LONG);
     pg.spawn();
     let done = p.finish(LONG);
     done.expect_code(0).expect_no_password();
-    assert!(done.stderr.contains(" ready "), "{done}");
-    assert!(done.elapsed >= Duration::from_millis(1200), "{done}");
+    assert!(attempts_when_ready(&done) >= 4, "{done}");
+}
+
+/// The `attempts=N` of the `ready` line.
+fn attempts_when_ready(done: &Finished) -> u32 {
+    done.stderr
+        .lines()
+        .find(|l| l.contains(" ready "))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("attempts=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line with attempts: {done}"))
 }
 
 #[test]
 fn wait_succeeds_when_mariadb_starts_late() {
     let mut db = MariaDb::new();
     let url = db.url_for(PASSWORD, "app");
-    let mut p = Preflight::spawn(None, &["wait", "--database-url", &url, "--timeout", "40s"]);
-    p.wait_for_line(&["waiting", "class=network"], LONG);
-    std::thread::sleep(Duration::from_millis(1200));
+    let mut p =
+        Preflight::spawn(None, &["--log-level", "debug", "wait", "--database-url", &url, "--timeout", "40s"]);
+    p.wait_for_line(&["attempt failed", "attempt=3"], LONG);
     db.spawn();
     let done = p.finish(Duration::from_secs(45));
     done.expect_code(0).expect_no_password();
-    assert!(done.stderr.contains(" ready "), "{done}");
+    assert!(attempts_when_ready(&done) >= 4, "{done}");
+}
+
+/// Once the dependency is up it is seen within a bound set by --backoff-max (a random delay
+/// below it, plus one attempt), not at some later retry: a generous 10x bound.
+#[test]
+fn a_dependency_that_comes_up_is_seen_within_the_backoff_ceiling() {
+    let dead = DeadPort::new();
+    let target = format!("tcp://127.0.0.1:{}", dead.port);
+    let mut p = Preflight::spawn(
+        None,
+        &[
+            "--log-level",
+            "debug",
+            "wait",
+            "--wait-for",
+            &target,
+            "--backoff-max",
+            "200ms",
+            "--timeout",
+            "30s",
+        ],
+    );
+    p.wait_for_line(&["attempt failed", "attempt=6"], LONG);
+    let listener = dead.listen();
+    let up = std::time::Instant::now();
+    let done = p.finish(LONG);
+    let seen = up.elapsed();
+    drop(listener);
+    done.expect_code(0);
+    assert!(seen < Duration::from_secs(2), "seen {seen:?} after it came up: {done}");
 }
 
 #[test]
@@ -241,7 +280,8 @@ fn a_name_added_to_dns_while_waiting_is_picked_up() {
 
 #[test]
 fn a_target_that_never_comes_up_ends_with_124_at_the_deadline() {
-    let port = free_port();
+    let dead = DeadPort::new();
+    let port = dead.port;
     let done =
         preflight(None, &["wait", "--wait-for", &format!("tcp://127.0.0.1:{port}"), "--timeout", "2s"], LONG);
     done.expect_code(124);
@@ -254,16 +294,23 @@ fn a_target_that_never_comes_up_ends_with_124_at_the_deadline() {
 fn sigterm_during_wait_exits_143_promptly_and_never_starts_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("started");
-    let port = free_port();
-    let target = format!("tcp://127.0.0.1:{port}");
     let marker_arg = marker.to_str().unwrap();
     for (signal, code) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGINT, 130)]
     {
-        let mut p = Preflight::spawn(None, &["run", "--wait-for", &target, "--", "touch", marker_arg]);
+        let dead = DeadPort::new();
+        let target = format!("tcp://127.0.0.1:{}", dead.port);
+        let mut p = Preflight::spawn(
+            None,
+            &["run", "--wait-for", &target, "--backoff-max", "100ms", "--", "touch", marker_arg],
+        );
         p.wait_for_line(&["waiting"], LONG);
         let sent = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), signal).unwrap();
+        // The target comes up at once: a preflight that ignored the signal, or acted on it
+        // only later, would see it ready within 100 ms and start the command.
+        let listener = dead.listen();
         let done = p.finish(LONG);
+        drop(listener);
         done.expect_code(code);
         assert!(sent.elapsed() < Duration::from_millis(500), "{done}");
         assert!(!marker.exists(), "the command ran: {done}");
@@ -272,7 +319,8 @@ fn sigterm_during_wait_exits_143_promptly_and_never_starts_the_command() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let port = free_port();
+    let dead = DeadPort::new();
+    let port = dead.port;
     let done = preflight(
         None,
         &[

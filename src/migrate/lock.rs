@@ -117,6 +117,7 @@ pub async fn acquire(
         match result {
             Ok((true, k)) => {
                 let waited = start.elapsed();
+                mark_taken();
                 info!(waited_ms = millis(waited), attempts, "migration lock acquired");
                 return Ok(LockGuard { conn: Some(conn), key: k, file: None });
             }
@@ -148,6 +149,18 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// Set once this process has taken the migration lock: the summary line says so
+/// (`lock_taken=`), so that "a no-op start takes no lock" is a field, not log wording.
+static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn taken() -> bool {
+    TAKEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn mark_taken() {
+    TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Whether some process holds the migration lock now, asked without taking it (a reader must
@@ -289,6 +302,7 @@ async fn acquire_file(
         }
     };
     let waited = start.elapsed();
+    mark_taken();
     info!(waited_ms = millis(waited), lock_file = %path.display(), "migration lock acquired");
     let (conn, _) = db::connect(target, stagger).await.map_err(|f| dependency(target, f))?;
     Ok(LockGuard { conn: Some(conn), key: 0, file: Some(locked) })

@@ -30,12 +30,6 @@ pub struct Backoff {
     pub cap: Duration,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { base: Duration::from_millis(50), cap: Duration::from_millis(400) }
-    }
-}
-
 impl Backoff {
     /// The ceiling for the delay after `failures` consecutive failures (1 for the first).
     pub fn ceiling(&self, failures: u32) -> Duration {
@@ -62,6 +56,7 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    /// Any policy: the shipped one (the CLI's defaults) is tested in `config`.
     fn policy() -> Backoff {
         Backoff { base: Duration::from_millis(50), cap: Duration::from_millis(400) }
     }

@@ -25,8 +25,33 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_preflight")
 }
 
+/// A port for a server to listen on. Free when returned, not reserved: a server binds it
+/// soon after. For a port that must stay unanswered, use [`DeadPort`].
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback port nothing listens on, reserved for as long as this lives: the socket is bound
+/// but never listens, so a connection to it is refused, and no other test or server can take
+/// the port meanwhile (no SO_REUSEADDR, so not even a listener that sets it).
+pub struct DeadPort {
+    socket: Option<tokio::net::TcpSocket>,
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        DeadPort { socket: Some(socket), port }
+    }
+
+    /// Gives the port up to a listener: the dependency comes up.
+    pub fn listen(mut self) -> TcpListener {
+        drop(self.socket.take());
+        TcpListener::bind(("127.0.0.1", self.port)).unwrap()
+    }
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -737,9 +762,11 @@ impl Migrations {
 }
 
 /// Starts `n` preflight processes at once and waits for them all.
+/// Starts `n` preflight processes at once and waits for them all, `limit` for the whole crowd.
 pub fn crowd(n: usize, args: &[&str], limit: Duration) -> Vec<Finished> {
+    let deadline = Instant::now() + limit;
     let procs: Vec<Preflight> = (0..n).map(|_| Preflight::spawn(None, args)).collect();
-    procs.into_iter().map(|p| p.finish(limit)).collect()
+    procs.into_iter().map(|p| p.finish(deadline.saturating_duration_since(Instant::now()))).collect()
 }
 
 /// Connects once and runs `SELECT 1`; the error's text if that fails.
