@@ -254,6 +254,19 @@ impl MigratePhase {
                     .into(),
             ));
         };
+        // PostgreSQL and SQLite run a migration in a transaction that its own COMMIT would
+        // cut short. MySQL commits DDL implicitly anyway, and projects there manage their own
+        // transactions around DML: left alone.
+        let dialect = match database.kind {
+            TargetKind::Postgres { .. } => Some(crate::migrate::SqlDialect::Postgres),
+            TargetKind::Sqlite { .. } => Some(crate::migrate::SqlDialect::Sqlite),
+            _ => None,
+        };
+        if let (Source::Dir(folder), Some(dialect)) = (&source, dialect) {
+            folder
+                .check_statements(dialect)
+                .map_err(|e| Error::Config(format!("{}: {e}", folder.dir.display())))?;
+        }
         if args.single_transaction && matches!(database.kind, TargetKind::MySql { .. }) {
             return Err(Error::Config(
                 "--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag".into(),

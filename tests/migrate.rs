@@ -914,3 +914,47 @@ fn the_sqlite_lock_holder_is_reported_as_known() {
     assert!(done.stderr.contains("held by a process that did not say who it is"), "{done}");
     assert!(!done.stderr.contains("preflight/") && !done.stderr.contains("for 0s"), "{done}");
 }
+
+/// A migration that runs in preflight's transaction must not control it: its COMMIT would
+/// apply the first half, and the rest would fail outside it. Refused before anything connects,
+/// with the file and line; a `-- no-transaction` file may.
+#[test]
+fn transaction_control_inside_a_transactional_migration_is_refused() {
+    let (_pg, url) = Pg::running();
+    let m = Migrations::new(&[(
+        "1_half.sql",
+        "CREATE TABLE half (id INTEGER);\n-- a comment; with a semicolon\nCOMMIT;\nSELECT 1/0;\n",
+    )]);
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("1_half.sql, line 3: `COMMIT`"), "{done}");
+    assert!(done.stderr.contains("-- no-transaction"), "{done}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'half'"), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("app.db").display());
+    let m = Migrations::new(&[("1_undo.sql", "CREATE TABLE t (id INTEGER);\nROLLBACK;\n")]);
+    let done = preflight(None, &["migrate", "--database-url", &sqlite, "--migrations", m.path()], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("1_undo.sql, line 2: `ROLLBACK`"), "{done}");
+    assert!(!dir.path().join("app.db").exists(), "{done}");
+}
+
+/// A `-- no-transaction` file runs one statement at a time on PostgreSQL: two
+/// `CREATE INDEX CONCURRENTLY` in one file would otherwise share an implicit transaction.
+#[test]
+fn a_no_transaction_file_runs_statement_by_statement() {
+    let (_pg, url) = Pg::running();
+    let m = Migrations::new(&[("1_table.sql", "CREATE TABLE items (a INTEGER, b INTEGER);\n")]);
+    m.add(
+        "2_indexes.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY items_a ON items (a);\nCREATE INDEX CONCURRENTLY items_b ON items (b);\n",
+    );
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    done.expect_code(0).expect_no_password();
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('items_a', 'items_b')"), 2);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"), 2);
+    let again = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    again.expect_code(0);
+    assert!(again.stderr.contains("schema is current"), "{again}");
+}

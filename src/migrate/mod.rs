@@ -24,6 +24,7 @@ mod store;
 
 pub use lock::taken as lock_taken;
 pub use process::handles_signals as command_handles_signals;
+pub use sql::Dialect as SqlDialect;
 pub use sql::Folder as SqlFolder;
 pub use sql::version as sql_version;
 

@@ -5,7 +5,9 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType};
 use tracing::{info, warn};
 
 mod files;
+mod statements;
 pub use files::Folder;
+pub use statements::{Dialect, split as split_statements};
 
 use super::plan::{Local, Plan, Problem, State};
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, db_error, store};

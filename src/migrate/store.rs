@@ -174,6 +174,30 @@ pub async fn holder(conn: &mut DbConn, key: i64) -> Result<Option<Holder>, sqlx:
     }
 }
 
+/// A `-- no-transaction` migration on PostgreSQL, one statement at a time: sent as one
+/// multi-statement query, its statements would share one implicit transaction, which
+/// `CREATE INDEX CONCURRENTLY` and its kind refuse. A failure says which statement failed;
+/// the ones before it stay applied, as they would with psql.
+async fn run_one_by_one(c: &mut sqlx::PgConnection, m: &Migration) -> Result<(), MigrateError> {
+    let statements = super::sql::split_statements(m.sql.as_str(), super::sql::Dialect::Postgres);
+    let total = statements.len();
+    for (n, statement) in statements.into_iter().enumerate() {
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.text)).execute(&mut *c).await {
+            if n > 0 {
+                tracing::warn!(
+                    version = m.version,
+                    statement = n + 1,
+                    of = total,
+                    line = statement.line,
+                    "a no-transaction migration failed part way: the statements before this one were applied"
+                );
+            }
+            return Err(MigrateError::ExecuteMigration(e, m.version));
+        }
+    }
+    Ok(())
+}
+
 /// Drops `table` (`name` or `schema.name`, already validated as plain identifiers) if it exists.
 pub async fn drop_table(conn: &mut DbConn, table: &str) -> Result<(), sqlx::Error> {
     let quoted = |q: char| table.split('.').map(|p| format!("{q}{p}{q}")).collect::<Vec<_>>().join(".");
@@ -201,6 +225,22 @@ pub async fn ensure_table(conn: &mut DbConn) -> Result<(), MigrateError> {
 /// its bookkeeping row commit together; on MySQL a `success = false` row goes first.
 pub async fn apply(conn: &mut DbConn, migration: &Migration) -> Result<Duration, MigrateError> {
     match conn {
+        DbConn::Pg(c) if migration.no_tx => {
+            let start = Instant::now();
+            run_one_by_one(c, migration).await?;
+            let elapsed = start.elapsed();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {TABLE} (version, description, success, checksum, execution_time) \
+                 VALUES ($1, $2, TRUE, $3, $4)"
+            )))
+            .bind(migration.version)
+            .bind(&*migration.description)
+            .bind(&*migration.checksum)
+            .bind(i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
+            .execute(&mut *c)
+            .await?;
+            Ok(elapsed)
+        }
         DbConn::Pg(c) => c.apply(TABLE, migration).await,
         DbConn::MySql(c) => c.apply(TABLE, migration).await,
         DbConn::Sqlite(c) => c.apply(TABLE, migration).await,
@@ -210,6 +250,15 @@ pub async fn apply(conn: &mut DbConn, migration: &Migration) -> Result<Duration,
 /// Runs a down migration and deletes its row, with sqlx's own implementation.
 pub async fn revert(conn: &mut DbConn, migration: &Migration) -> Result<Duration, MigrateError> {
     match conn {
+        DbConn::Pg(c) if migration.no_tx => {
+            let start = Instant::now();
+            run_one_by_one(c, migration).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {TABLE} WHERE version = $1")))
+                .bind(migration.version)
+                .execute(&mut *c)
+                .await?;
+            Ok(start.elapsed())
+        }
         DbConn::Pg(c) => c.revert(TABLE, migration).await,
         DbConn::MySql(c) => c.revert(TABLE, migration).await,
         DbConn::Sqlite(c) => c.revert(TABLE, migration).await,

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sqlx::migrate::{Migration, MigrationType};
+
+use super::statements::{Dialect, split, transaction_control};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 /// The migrations of one folder, ordered by version, ups before downs.
@@ -90,6 +92,26 @@ impl Folder {
         }
         migrations.sort_by_key(|m| (m.version, m.migration_type == MigrationType::ReversibleDown));
         Ok(Folder { dir: dir.to_path_buf(), migrations, files })
+    }
+
+    /// Refuses a transactional migration that controls the transaction itself: its `COMMIT`
+    /// would end the migration's transaction half way, and what follows would run, and fail,
+    /// outside it, with the first half applied and the migration not recorded.
+    pub fn check_statements(&self, dialect: Dialect) -> Result<(), String> {
+        for m in self.migrations.iter().filter(|m| !m.no_tx) {
+            let statements = split(m.sql.as_str(), dialect);
+            if let Some(s) = transaction_control(&statements) {
+                let down = m.migration_type == MigrationType::ReversibleDown;
+                let file = self.files.get(&(m.version, down)).map_or("?", String::as_str);
+                let first: String = s.text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                return Err(format!(
+                    "{file}, line {}: `{first}` controls the transaction, but each migration runs inside one \
+                     that preflight commits; remove it, or put `-- no-transaction` on the file's first line",
+                    s.line
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `version` is one of the folder's (up) migrations.
