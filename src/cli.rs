@@ -285,6 +285,17 @@ pub struct MigrateArgs {
     #[arg(long, env = "PREFLIGHT_LOCK_TIMEOUT", default_value = "5m", value_name = "DURATION")]
     pub lock_timeout: String,
 
+    /// The longest one migration waits for a lock on a table the app is using (PostgreSQL
+    /// lock_timeout, MySQL lock_wait_timeout), so that it never queues the app's queries behind
+    /// it for long; it is then rolled back and tried again (--ddl-retries). 0: no limit.
+    #[arg(long, env = "PREFLIGHT_DDL_LOCK_TIMEOUT", default_value = "5s", value_name = "DURATION")]
+    pub ddl_lock_timeout: String,
+
+    /// How many more times a migration that timed out on a table lock is tried, after a
+    /// random pause that grows each time (PostgreSQL, transactional migrations).
+    #[arg(long, env = "PREFLIGHT_DDL_RETRIES", default_value_t = 5, value_name = "N")]
+    pub ddl_retries: u32,
+
     /// Accept migrations applied in the database but absent locally (a newer release ran them).
     #[arg(long, env = "PREFLIGHT_IGNORE_MISSING", value_parser = BoolishValueParser::new())]
     pub ignore_missing: bool,

@@ -296,6 +296,9 @@ impl MigratePhase {
         let config = MigrateConfig {
             source,
             lock_timeout: duration("--lock-timeout", &args.lock_timeout)?,
+            ddl_lock_timeout: Some(duration("--ddl-lock-timeout", &args.ddl_lock_timeout)?)
+                .filter(|d| !d.is_zero()),
+            ddl_retries: args.ddl_retries,
             ignore_missing: args.ignore_missing,
             single_transaction: args.single_transaction,
             backup,

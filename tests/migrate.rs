@@ -958,3 +958,64 @@ fn a_no_transaction_file_runs_statement_by_statement() {
     again.expect_code(0);
     assert!(again.stderr.contains("schema is current"), "{again}");
 }
+
+/// An open transaction of the app's holds a lock on a table a migration alters. The migration
+/// waits --ddl-lock-timeout at most (so the app's own queries never queue behind it for long),
+/// is rolled back and tried again; when the tries are spent, exit 18 names the blocker and the
+/// table is unchanged. When the blocker ends in time, the migration goes through.
+#[test]
+fn a_migration_blocked_by_an_open_transaction_gives_way_then_retries() {
+    let (_pg, url) = Pg::running();
+    sql_exec(&url, "CREATE TABLE items (id INTEGER)");
+    let m = Migrations::new(&[("1_column.sql", "ALTER TABLE items ADD COLUMN c INTEGER;\n")]);
+    let blocker = || {
+        std::process::Command::new("psql")
+            .arg(&url)
+            .args(["-c", "BEGIN; LOCK TABLE items IN ACCESS SHARE MODE; SELECT pg_sleep(120)"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let held = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'items' AND l.granted";
+    let end_blocker = |mut child: std::process::Child| {
+        sql_exec(
+            &url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'psql'",
+        );
+        child.wait().unwrap();
+    };
+    let args = ["migrate", "--database-url", &url, "--migrations", m.path(), "--ddl-lock-timeout", "200ms"];
+
+    let child = blocker();
+    wait_until("the blocker to hold its lock", LONG, || sql_i64(&url, held) >= 1);
+    let done = preflight(None, &[&args[..], &["--ddl-retries", "2"]].concat(), LONG);
+    done.expect_code(18).expect_no_password();
+    assert!(done.stderr.contains("1_column.sql could not lock its tables within 200ms (3 tries)"), "{done}");
+    assert!(
+        done.stderr.contains("psql, idle in transaction") || done.stderr.contains("psql, active"),
+        "{done}"
+    );
+    assert_eq!(done.stderr.matches("trying again").count(), 2, "{done}");
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'c'"
+        ),
+        0
+    );
+
+    // The blocker ends while the migration waits between tries: it goes through.
+    let mut p = Preflight::spawn(None, &[&args[..], &["--ddl-retries", "50"]].concat());
+    p.wait_for_line(&["trying again"], LONG);
+    end_blocker(child);
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'c'"
+        ),
+        1
+    );
+}

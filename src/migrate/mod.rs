@@ -68,6 +68,10 @@ pub enum SchemaMode {
 pub struct MigrateConfig {
     pub source: Source,
     pub lock_timeout: Duration,
+    /// How long one migration may wait for a table lock (`None`: no limit), and how many more
+    /// tries it gets when that passes (SQL files).
+    pub ddl_lock_timeout: Option<Duration>,
+    pub ddl_retries: u32,
     pub ignore_missing: bool,
     pub single_transaction: bool,
     pub backup: Option<backup::Backup>,

@@ -1,6 +1,8 @@
 //! The SQL source: a folder of sqlx-format files, applied with sqlx's own migrator code into
 //! `_sqlx_migrations` (see `store`), compared with what the database recorded by `plan`.
 
+use std::time::Duration;
+
 use sqlx::migrate::{MigrateError, Migration, MigrationType};
 use tracing::{info, warn};
 
@@ -219,6 +221,50 @@ impl<'a> Sql<'a> {
         }
     }
 
+    /// A migration timed out waiting for a table lock (try number `tries`). A transactional one
+    /// on PostgreSQL was rolled back whole, so it can be tried again after a pause while the
+    /// app's transactions finish; otherwise, or when the tries are spent, it is an error naming
+    /// the likely blockers (exit 18).
+    async fn blocked(&self, conn: &mut DbConn, m: &Migration, tries: u32, done: usize) -> Result<(), Error> {
+        let (config, file) = (self.config, self.file_of(m.version));
+        let blockers = store::oldest_transactions(conn).await.unwrap_or_default();
+        let blockers = if blockers.is_empty() { "unknown".to_owned() } else { blockers.join("; ") };
+        let waited =
+            config.ddl_lock_timeout.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default();
+        let retriable = !m.no_tx && matches!(conn, DbConn::Pg(_));
+        if retriable && tries <= config.ddl_retries {
+            // Up to 1 s, 2 s, 4 s… (5 s at most), at random: many replicas do not come back at once.
+            let ceiling = Duration::from_secs(1 << (tries - 1).min(3)).min(Duration::from_secs(5));
+            let pause = Duration::from_millis(rand::random_range(0..=ceiling.as_millis() as u64));
+            warn!(
+                migration = %file,
+                waited = %waited,
+                attempt = tries,
+                of = config.ddl_retries + 1,
+                oldest_transactions = %blockers,
+                pause_ms = millis(pause),
+                "a migration waited too long for a table lock and was rolled back; trying again"
+            );
+            tokio::time::sleep(pause).await;
+            return Ok(());
+        }
+        let state = if retriable {
+            "it was rolled back, nothing of it was applied".to_owned()
+        } else if self.mysql() {
+            "MySQL may have applied part of it".to_owned()
+        } else {
+            "the statements before the one that waited were applied".to_owned()
+        };
+        Err(Error::Migrate {
+            message: format!(
+                "migration {file} could not lock its tables within {waited} ({tries} tries); {state}; \
+                 {done} migrations before it were applied; the oldest open transactions here: {blockers}; end \
+                 them (or wait until they end) and run again, or raise --ddl-lock-timeout / --ddl-retries"
+            ),
+            exit: Exit::DdlBlocked,
+        })
+    }
+
     async fn apply_batch(&self, conn: &mut DbConn, migrations: &[&Migration]) -> Result<usize, Error> {
         if let Some(m) = migrations.iter().find(|m| m.no_tx) {
             return Err(Error::Migrate {
@@ -230,26 +276,36 @@ impl<'a> Sql<'a> {
                 exit: Exit::MigrationFailed,
             });
         }
-        match store::apply_batch(conn, migrations).await {
-            Ok(took) => {
-                for (m, d) in migrations.iter().zip(&took) {
-                    info!(version = m.version, description = %m.description, duration_ms = millis(*d), "applied");
+        let mut tries = 0;
+        loop {
+            match store::apply_batch(conn, migrations).await {
+                Ok(took) => {
+                    for (m, d) in migrations.iter().zip(&took) {
+                        info!(version = m.version, description = %m.description, duration_ms = millis(*d), "applied");
+                    }
+                    return Ok(migrations.len());
                 }
-                Ok(migrations.len())
+                // The whole batch was rolled back: tried again like a single migration.
+                Err((Some(v), e)) if store::is_lock_timeout(&e) => {
+                    tries += 1;
+                    self.blocked(conn, self.up(v), tries, 0).await?;
+                }
+                Err((version, e)) => return Err(self.batch_error(version, &e)),
             }
-            Err((version, e)) => {
-                let which = version
-                    .map_or_else(|| "the batch".to_owned(), |v| format!("migration {}", self.file_of(v)));
-                let line = version.and_then(|v| error_line(&e, self.up(v)));
-                Err(Error::Migrate {
-                    message: format!(
-                        "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
-                        line.map(|l| format!(" at line {l}")).unwrap_or_default(),
-                        self.target.redactor.redact(&describe_sqlx(&e))
-                    ),
-                    exit: Exit::MigrationFailed,
-                })
-            }
+        }
+    }
+
+    fn batch_error(&self, version: Option<i64>, e: &sqlx::Error) -> Error {
+        let which =
+            version.map_or_else(|| "the batch".to_owned(), |v| format!("migration {}", self.file_of(v)));
+        let line = version.and_then(|v| error_line(e, self.up(v)));
+        Error::Migrate {
+            message: format!(
+                "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
+                line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                self.target.redactor.redact(&describe_sqlx(e))
+            ),
+            exit: Exit::MigrationFailed,
         }
     }
 }
@@ -315,17 +371,28 @@ impl SchemaSource for Sql<'_> {
             }
             return Ok(migrations.len());
         }
+        if let Some(t) = config.ddl_lock_timeout {
+            store::set_lock_timeout(conn, t).await.map_err(|e| db_error(target, &e))?;
+        }
         if config.single_transaction {
             return self.apply_batch(conn, &migrations).await;
         }
         let mut done = 0;
         for m in &migrations {
-            match store::apply(conn, m).await {
-                Ok(took) => {
-                    info!(version = m.version, description = %m.description, duration_ms = millis(took), "applied");
-                    done += 1;
+            let mut tries = 0;
+            loop {
+                match store::apply(conn, m).await {
+                    Ok(took) => {
+                        info!(version = m.version, description = %m.description, duration_ms = millis(took), "applied");
+                        done += 1;
+                        break;
+                    }
+                    Err(MigrateError::ExecuteMigration(e, _)) if store::is_lock_timeout(&e) => {
+                        tries += 1;
+                        self.blocked(conn, m, tries, done).await?;
+                    }
+                    Err(e) => return Err(self.migrate_error(e, done, "applied")),
                 }
-                Err(e) => return Err(self.migrate_error(e, done, "applied")),
             }
         }
         Ok(done)

@@ -198,6 +198,54 @@ async fn run_one_by_one(c: &mut sqlx::PgConnection, m: &Migration) -> Result<(),
     Ok(())
 }
 
+/// Bounds how long each statement of this session waits for a lock: PostgreSQL's
+/// `lock_timeout`, MySQL's `lock_wait_timeout` (whole seconds, at least 1). SQLite has no
+/// such wait (its busy timeout covers the file lock).
+pub async fn set_lock_timeout(conn: &mut DbConn, timeout: Duration) -> Result<(), sqlx::Error> {
+    match conn {
+        DbConn::Pg(c) => {
+            let sql = format!("SET lock_timeout = '{}ms'", timeout.as_millis().max(1));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop)
+        }
+        DbConn::MySql(c) => {
+            let sql = format!("SET SESSION lock_wait_timeout = {}", timeout.as_secs().max(1));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop)
+        }
+        DbConn::Sqlite(_) => Ok(()),
+    }
+}
+
+/// Whether a statement gave up waiting for a lock (PostgreSQL 55P03, MySQL 1205).
+pub fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else { return false };
+    db.code().as_deref() == Some("55P03")
+        || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1205)
+}
+
+/// The sessions with the oldest open transactions in this database: the likely holders of
+/// the locks a migration waited for (the wait itself is over when this is asked).
+pub async fn oldest_transactions(conn: &mut DbConn) -> Result<Vec<String>, sqlx::Error> {
+    let DbConn::Pg(c) = conn else { return Ok(Vec::new()) };
+    type Row = (i32, Option<String>, Option<String>, Option<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT pid, application_name, state, EXTRACT(EPOCH FROM now() - xact_start)::float8 \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
+         ORDER BY xact_start LIMIT 3",
+    )
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(pid, app, state, secs)| {
+            let app = app.filter(|a| !a.is_empty()).unwrap_or_else(|| "no application_name".into());
+            let state = state.unwrap_or_else(|| "state unknown".into());
+            let age = secs.map(|s| format!(", transaction open {s:.0}s")).unwrap_or_default();
+            format!("pid {pid} ({app}, {state}{age})")
+        })
+        .collect())
+}
+
 /// Drops `table` (`name` or `schema.name`, already validated as plain identifiers) if it exists.
 pub async fn drop_table(conn: &mut DbConn, table: &str) -> Result<(), sqlx::Error> {
     let quoted = |q: char| table.split('.').map(|p| format!("{q}{p}{q}")).collect::<Vec<_>>().join(".");
