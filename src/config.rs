@@ -223,6 +223,9 @@ impl MigratePhase {
     /// `None` when there is nothing to migrate (no directory, no command) and `required` is
     /// false: `run` is then a plain wait-and-start.
     fn from_args(wait: &WaitConfig, args: cli::MigrateArgs, required: bool) -> Result<Option<Self>, Error> {
+        // Checked whether or not there is anything to migrate: a bad value is a bad value.
+        let lock_timeout = duration("--lock-timeout", &args.lock_timeout)?;
+        let ddl_lock_timeout = duration("--ddl-lock-timeout", &args.ddl_lock_timeout)?;
         let mode = match args.schema {
             cli::SchemaArg::Apply => SchemaMode::Apply,
             cli::SchemaArg::Wait => SchemaMode::Wait,
@@ -237,11 +240,17 @@ impl MigratePhase {
                 ));
             }
             if required {
-                return Err(Error::Config(
+                let pyproject =
+                    std::fs::read_to_string("pyproject.toml").is_ok_and(|t| t.contains("[tool.alembic]"));
+                return Err(Error::Config(format!(
                     "no migrations: pass --migrations DIR (or create ./migrations), --alembic-config alembic.ini, \
-                     or --migrate-command"
-                        .into(),
-                ));
+                     or --migrate-command{}",
+                    if pyproject {
+                        " (pyproject.toml's [tool.alembic] is not read: put script_location in an alembic.ini)"
+                    } else {
+                        ""
+                    }
+                )));
             }
             return Ok(None);
         };
@@ -295,9 +304,8 @@ impl MigratePhase {
         };
         let config = MigrateConfig {
             source,
-            lock_timeout: duration("--lock-timeout", &args.lock_timeout)?,
-            ddl_lock_timeout: Some(duration("--ddl-lock-timeout", &args.ddl_lock_timeout)?)
-                .filter(|d| !d.is_zero()),
+            lock_timeout,
+            ddl_lock_timeout: Some(ddl_lock_timeout).filter(|d| !d.is_zero()),
             ddl_retries: args.ddl_retries,
             ignore_missing: args.ignore_missing,
             single_transaction: args.single_transaction,

@@ -35,12 +35,21 @@ fn main() -> ExitCode {
 #[inline(never)]
 fn cli_main(started: Instant) -> ExitCode {
     redact::install_panic_hook();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<String> = std::env::vars().map(|(_, v)| v).filter(|v| v.contains("://")).collect();
+    redact::register_from_raw(args.iter().chain(&env).map(String::as_str));
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err).into(),
     };
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
-        eprintln!("preflight: {}", redact::scrub(&err.to_string()));
+        // A bad --log-level: reported as the format asks, JSON included.
+        let json = config::LogConfig { format: cli::LogFormat::Json, filter: "info".into() };
+        if cli.log_format == cli::LogFormat::Json && log::init(&json).is_ok() {
+            tracing::error!(exit_code = err.exit().code(), "{err}");
+        } else {
+            eprintln!("preflight: {}", redact::scrub(&err.to_string()));
+        }
         return err.exit().into();
     }
     let exit = match config::Config::from_cli(cli) {

@@ -48,20 +48,47 @@ pub fn register(secret: &str) {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
+/// Registers the password of every URL among the raw arguments and environment values, before
+/// anything is parsed: an argument error or a bad log flag is reported before the targets are,
+/// and may quote a value that happens to be a password elsewhere on the command line.
+pub fn register_from_raw<'a>(values: impl IntoIterator<Item = &'a str>) {
+    for value in values {
+        for word in value.split([',', ' ']).filter(|w| w.contains("://")) {
+            if let Ok(url) = url::Url::parse(word.trim()) {
+                if let Some(pw) = url.password() {
+                    if let Ok(decoded) = percent_encoding::percent_decode_str(pw).decode_utf8() {
+                        register(&decoded);
+                    }
+                    register(pw);
+                }
+                for (key, value) in url.query_pairs() {
+                    if is_password_key(&key) {
+                        register(&value);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `text` with every secret hidden. Borrowed when there was nothing to hide.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
+    // Known values first, whole: a structural rule that stops at a `,` inside one would leave
+    // its tail, and the value would no longer be found.
+    {
+        let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+        for secret in secrets.iter() {
+            if let Some(hidden) = hide_value(&out, secret) {
+                out = Cow::Owned(hidden);
+            }
+        }
+    }
     if let Some(hidden) = hide_url_passwords(&out) {
         out = Cow::Owned(hidden);
     }
     if let Some(hidden) = hide_password_values(&out) {
         out = Cow::Owned(hidden);
-    }
-    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    for secret in secrets.iter() {
-        if let Some(hidden) = hide_value(&out, secret) {
-            out = Cow::Owned(hidden);
-        }
     }
     out
 }
@@ -123,7 +150,8 @@ fn hide_url_passwords(text: &str) -> Option<String> {
         let end = text[start..].find(ends_token).map_or(text.len(), |k| start + k);
         let token = &text[start..end];
         let (Some(at), Some(sep)) = (token.rfind('@'), token.find(':')) else { continue };
-        if sep < at && at > sep + 1 && !token[sep + 1..at].starts_with(MASK) {
+        // Masked whole even when part of it already is (a registered value inside it).
+        if sep < at && at > sep + 1 && &token[sep + 1..at] != MASK {
             ranges.push((start + sep + 1, start + at));
         }
         i = end.max(i);
@@ -159,8 +187,10 @@ fn hide_password_values(text: &str) -> Option<String> {
             continue;
         }
         let start = eq + 1;
+        // A password may hold a comma or a bracket: only a blank, a quote or a separator of
+        // query parameters ends it.
         let end = text[start..]
-            .find(|c: char| ends_token(c) || matches!(c, '&' | ';'))
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';'))
             .map_or(text.len(), |k| start + k);
         if end > start && &text[start..end] != MASK {
             ranges.push((start, end));

@@ -333,7 +333,7 @@ fn unreadable_projects_are_refused_before_anything_connects() {
         ("0006_x.py", "revision = '0006'\ndown_revision = '0099'\n", "down_revision '0099'"),
         ("0006_x.py", "revision = '0005'\ndown_revision = '0004'\n", "declared twice"),
         ("0006_x.py", "revision = '0006'\ndown_revision = '0007'\n", "cycle"),
-        ("helpers.py", "def helper():\n    return 1\n", "helpers.py: no `revision"),
+        ("helpers.py", "def helper():\n    return 1\n", "helpers.py: preflight finds no `revision"),
     ];
     for (name, body, needle) in cases {
         let p = Project::new(Version::New);
@@ -649,4 +649,36 @@ fn a_missing_version_location_is_reported() {
     done.expect_code(0);
     assert!(done.stderr.contains("does not exist") && done.stderr.contains("nope"), "{done}");
     assert!(done.stderr.contains("no revision file found"), "{done}");
+}
+
+/// Rows one of which descends from another are not a table Alembic wrote (it refuses to
+/// upgrade from them): exit 2, not "current". A table spelled in another case is the same
+/// table to SQLite. A revert on an empty database is a target past what is applied: exit 2.
+#[test]
+fn version_tables_alembic_would_not_write_and_empty_reverts() {
+    let p = Project::new(Version::New);
+    let db = Db::sqlite();
+    let url = db.url();
+    sql_exec(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE alembic_version (version_num VARCHAR(32)); INSERT INTO alembic_version VALUES ('0004'), ('0005')",
+    );
+    let st = p.run(&["status"], &url, &["--check"]);
+    st.expect_code(2);
+    assert!(st.stderr.contains("holds 0004 and 0005") && st.stderr.contains("delete the row 0004"), "{st}");
+
+    let db = Db::sqlite();
+    let url = db.url();
+    for args in [&["--steps", "1"][..], &["--to", "0001"][..]] {
+        let done = p.run(&["migrate", "revert"], &url, args);
+        done.expect_code(2);
+    }
+    sql_exec(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE ALEMBIC_VERSION (version_num VARCHAR(32)); INSERT INTO ALEMBIC_VERSION VALUES ('0005')",
+    );
+    let done = p.run(&["run"], &url, &["--", "true"]);
+    done.expect_code(0);
+    assert!(done.stderr.contains("schema is current"), "{done}");
+    assert!(p.calls().is_empty(), "{:?}", p.calls());
 }

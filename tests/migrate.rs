@@ -1019,3 +1019,99 @@ fn a_migration_blocked_by_an_open_transaction_gives_way_then_retries() {
         1
     );
 }
+
+/// `status` lists every migration first, then exits with the problem's own code: 12 for a
+/// changed file, 13 for one missing here; `--check` alone is 16 for pending ones.
+#[test]
+fn status_lists_then_exits_with_the_problems_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("app.db").display());
+    let m = Migrations::new(&[
+        ("1_a.sql", "CREATE TABLE a (id INTEGER);\n"),
+        ("2_b.sql", "CREATE TABLE b (id INTEGER);\n"),
+    ]);
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    m.add("1_a.sql", "CREATE TABLE a (id INTEGER, changed INTEGER);\n");
+    let changed = preflight(None, &["status", "--database-url", &url, "--migrations", m.path()], LONG);
+    changed.expect_code(12);
+    assert!(changed.stdout.contains(" changed ") && changed.stdout.contains(" applied "), "{changed}");
+    m.add("1_a.sql", "CREATE TABLE a (id INTEGER);\n");
+    m.remove("2_b.sql");
+    let missing = preflight(None, &["status", "--database-url", &url, "--migrations", m.path()], LONG);
+    missing.expect_code(13);
+    assert!(missing.stdout.contains("missing"), "{missing}");
+}
+
+/// Revert targets that are not behind the database are exit 2 with SQL files too, an empty
+/// database included; a link to nothing in the folder is refused, not skipped.
+#[test]
+fn sql_reverts_past_what_is_applied_and_dangling_links_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("app.db").display());
+    let m = Migrations::new(&[
+        ("1_a.up.sql", "CREATE TABLE a (id INTEGER);\n"),
+        ("1_a.down.sql", "DROP TABLE a;\n"),
+    ]);
+    m.add("2_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+    m.add("2_b.down.sql", "DROP TABLE b;\n");
+    let revert = |args: &[&str]| {
+        let mut argv = vec!["migrate", "revert", "--database-url", &url, "--migrations", m.path()];
+        argv.extend_from_slice(args);
+        preflight(None, &argv, LONG)
+    };
+    revert(&["--steps", "1"]).expect_code(2);
+    preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG).expect_code(0);
+    revert(&["--to", "1"]).expect_code(0);
+    let ahead = revert(&["--to", "2"]);
+    ahead.expect_code(2);
+    assert!(ahead.stderr.contains("is not applied"), "{ahead}");
+    let past = revert(&["--steps", "5"]);
+    past.expect_code(2);
+    assert!(past.stderr.contains("only 1 migrations are applied"), "{past}");
+
+    std::os::unix::fs::symlink("/nonexistent/0_x.sql", m.dir.path().join("0_x.sql")).unwrap();
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", m.path()], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("cannot read 0_x.sql"), "{done}");
+}
+
+/// Pruning keeps the backup just written, even when a file named for a later time (a clock
+/// that was ahead, a copy from another host) sorts after it; files not named by a real time
+/// are not backups at all.
+#[test]
+fn pruning_never_deletes_the_backup_just_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("sqlite:{}", db.display());
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    std::fs::write(backups.join("app-20991203T000000000Z.db"), "from the future").unwrap();
+    std::fs::write(backups.join("app-99999999T999999999Z.db"), "not a time").unwrap();
+    let m = Migrations::new(&[("1_a.sql", "CREATE TABLE a (id INTEGER);\n")]);
+    let done = preflight(
+        None,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--migrations",
+            m.path(),
+            "--backup",
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--backup-keep",
+            "1",
+        ],
+        LONG,
+    );
+    done.expect_code(0);
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}: {done}");
+    assert!(names.contains(&"app-99999999T999999999Z.db".to_owned()), "{names:?}");
+    assert!(names.contains(&"app-20991203T000000000Z.db".to_owned()), "{names:?}");
+}

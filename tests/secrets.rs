@@ -181,6 +181,22 @@ fn no_error_path_prints_a_password() {
             16,
             "pending",
         ),
+        // --dry-run prints the command on stdout: scrubbed like the logs.
+        case(
+            "dry run",
+            &[
+                "migrate",
+                "--dry-run",
+                "--database-url",
+                &good("status"),
+                "--alembic-config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alembic-graph/alembic.ini"),
+                "--migrate-command",
+                &format!("alembic -x password={CANARY} -x url=postgres://u:{pw}@h/d upgrade heads"),
+            ],
+            0,
+            "dry run",
+        ),
         // The app's command line is logged at debug level.
         case(
             "app argv",

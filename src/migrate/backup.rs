@@ -46,7 +46,9 @@ pub async fn take(
             // is removed now: the lock is ours, so no other run is writing it.
             remove_partials(dir, stem);
             let file = dir.join(format!("{stem}-{stamp}.db"));
-            let partial = dir.join(format!(".{stem}-{stamp}.db.partial"));
+            // The partial name carries our PID: a run for another database of the same name
+            // in the same folder removes only what a dead run left.
+            let partial = dir.join(format!(".{stem}-{stamp}.{}.db.partial", std::process::id()));
             let written = async {
                 sqlx::query("VACUUM INTO ?")
                     .bind(partial.to_string_lossy().into_owned())
@@ -66,7 +68,7 @@ pub async fn take(
             }
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             info!(file = %file.display(), bytes = size, "backup written");
-            for old in prune(dir, stem, *keep) {
+            for old in prune(dir, stem, *keep).into_iter().filter(|old| *old != file) {
                 match std::fs::remove_file(&old) {
                     Ok(()) => info!(file = %old.display(), "old backup removed"),
                     Err(e) => {
@@ -113,13 +115,24 @@ fn failed(backup: &Backup, why: String) -> Error {
     }
 }
 
-/// Removes what unfinished backups of `stem` left in `dir`: the file and SQLite's journals.
+/// Removes what unfinished backups of `stem` left in `dir` (the file and SQLite's journals)
+/// when the run that wrote them is gone: ours, after a failure, or a killed one's.
 fn remove_partials(dir: &Path, stem: &str) {
     let prefix = format!(".{stem}-");
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && name.contains(".db.partial") {
+        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some(head) = rest.split(".db.partial").next().filter(|_| rest.contains(".db.partial")) else {
+            continue;
+        };
+        // `STAMP.PID`; a file without a PID is an older preflight's: gone.
+        let writer = head.rsplit_once('.').and_then(|(_, pid)| pid.parse::<i32>().ok());
+        let alive = writer.is_some_and(|pid| {
+            pid as u32 != std::process::id()
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        });
+        if !alive {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => info!(file = %entry.path().display(), "unfinished backup removed"),
                 Err(e) => {
@@ -130,7 +143,30 @@ fn remove_partials(dir: &Path, stem: &str) {
     }
 }
 
-/// The backups of `stem` in `dir` beyond the newest `keep`, oldest first.
+/// `20261122T194000123Z` and a real date and time: a file named otherwise is not ours.
+fn is_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 19 || b[8] != b'T' || b[18] != b'Z' {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        std::str::from_utf8(&b[r]).ok().filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?.parse().ok()
+    };
+    let (Some(month), Some(day), Some(hour), Some(min), Some(sec), Some(_ms)) =
+        (digits(4..6), digits(6..8), digits(9..11), digits(11..13), digits(13..15), digits(15..18))
+    else {
+        return false;
+    };
+    digits(0..4).is_some()
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hour < 24
+        && min < 60
+        && sec < 61
+}
+
+/// The backups of `stem` in `dir` beyond the newest `keep`, oldest first. Several databases
+/// named alike should each have their own `--backup-dir`: they would share the count.
 fn prune(dir: &Path, stem: &str, keep: usize) -> Vec<PathBuf> {
     let prefix = format!("{stem}-");
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -140,9 +176,11 @@ fn prune(dir: &Path, stem: &str, keep: usize) -> Vec<PathBuf> {
                 .map(|e| e.path())
                 .filter(|p| {
                     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    name.strip_prefix(&prefix)
-                        .and_then(|rest| rest.strip_suffix(".db"))
-                        .is_some_and(|s| s.len() == 19 && s.ends_with('Z') && s.as_bytes()[8] == b'T')
+                    p.is_file()
+                        && name
+                            .strip_prefix(&prefix)
+                            .and_then(|rest| rest.strip_suffix(".db"))
+                            .is_some_and(is_stamp)
                 })
                 .collect()
         })

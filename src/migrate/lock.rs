@@ -238,6 +238,15 @@ fn file_holder(path: &Path) -> Holder {
         Some((name.to_owned(), std::time::SystemTime::now().duration_since(since).unwrap_or_default()))
     });
     match parsed {
+        // A preflight on this host that is no longer running: killed before it could clear the
+        // file. Whoever holds the lock now did not write.
+        Some((name, _)) if written_by_dead_process(&name) => Holder {
+            name: format!(
+                "a process that did not say who it is (the file still names {name}, which has exited)"
+            ),
+            client: Some(path.display().to_string()),
+            held_for: None,
+        },
         Some((name, held)) => Holder { name, client: Some(path.display().to_string()), held_for: Some(held) },
         None => Holder {
             name: "a process that did not say who it is".into(),
@@ -245,6 +254,17 @@ fn file_holder(path: &Path) -> Holder {
             held_for: None,
         },
     }
+}
+
+/// `preflight/HOST/PID` of this host whose process is gone.
+fn written_by_dead_process(name: &str) -> bool {
+    let mut parts = name.split('/');
+    let (Some("preflight"), Some(host), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let here = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    host == here && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
 }
 
 fn lock_path(db: &Path) -> PathBuf {

@@ -230,7 +230,7 @@ impl Phase<'_> {
                     Some(problem) => Err(problem),
                     None => {
                         for line in &r.plan {
-                            println!("{line}");
+                            println!("{}", crate::redact::scrub(line));
                         }
                         info!(pending = r.pending, "dry run: nothing was changed");
                         Ok(())

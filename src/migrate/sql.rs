@@ -80,9 +80,14 @@ impl<'a> Sql<'a> {
         let plan = Plan::new(&self.local, &applied);
         let current = plan.is_current(self.config.ignore_missing);
         if json {
-            println!("{}", status_json(&plan, current));
+            println!("{}", crate::redact::scrub(&status_json(&plan, current)));
         } else {
-            print!("{}", status_text(&plan, current));
+            print!("{}", crate::redact::scrub(&status_text(&plan, current)));
+        }
+        // After the listing, a problem has its own exit code (11 dirty, 12 changed, 13 missing),
+        // as for the Alembic source and for `migrate`; only "pending" is --check's 16.
+        if let Some(problem) = plan.problem(self.config.ignore_missing) {
+            return Err(self.problem_error(problem));
         }
         if !current {
             warn!(
@@ -106,6 +111,22 @@ impl<'a> Sql<'a> {
         steps: u32,
     ) -> Result<usize, Error> {
         let mut applied: Vec<i64> = plan.with_state(State::Applied).map(|r| r.version).collect();
+        // A target that is not behind the database is a mistake, not "nothing to do".
+        match to {
+            None if steps as usize > applied.len() => {
+                return Err(Error::Config(format!(
+                    "--steps {steps}: only {} migrations are applied; use fewer, or --to 0 for all",
+                    applied.len()
+                )));
+            }
+            Some(v) if v != 0 && !applied.contains(&v) => {
+                return Err(Error::Config(format!(
+                    "--to {v}: migration {} is not applied; revert only goes back, migrate goes forward",
+                    self.file_of(v)
+                )));
+            }
+            _ => {}
+        }
         applied.reverse();
         let chosen: Vec<i64> = match to {
             Some(to) => applied.into_iter().filter(|v| *v > to).collect(),

@@ -231,6 +231,17 @@ impl Graph {
         }
     }
 
+    /// Two rows of which one descends from the other, `(ancestor, descendant)`: a version table
+    /// Alembic did not write (it keeps only the tips).
+    pub fn overlapping(&self, rows: &[String]) -> Option<(String, String)> {
+        rows.iter().find_map(|newer| {
+            let below = self.ancestors([newer]);
+            rows.iter()
+                .find(|older| *older != newer && below.contains(*older))
+                .map(|older| (older.clone(), newer.clone()))
+        })
+    }
+
     /// Where the database stands, given the rows of `alembic_version`.
     pub fn locate(&self, rows: &[String]) -> Position {
         let rows: Vec<String> = {
@@ -374,6 +385,15 @@ mod tests {
         let mut dep = rev("2", &[]);
         dep.depends_on = vec!["nope".into()];
         assert!(Graph::new(vec![dep]).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn rows_that_overlap_are_found() {
+        let g = Graph::new(merged()).unwrap();
+        let last = g.revisions.last().unwrap().id.clone();
+        let first = g.revisions[0].id.clone();
+        assert_eq!(g.overlapping(&[first.clone(), last.clone()]), Some((first, last.clone())));
+        assert_eq!(g.overlapping(&[last]), None);
     }
 
     #[test]

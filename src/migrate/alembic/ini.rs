@@ -51,7 +51,10 @@ pub fn section(text: &str, name: &str, here: &Path) -> Result<Option<Section>, I
             let Some(title) = rest.strip_suffix(']') else {
                 return Err(IniError(format!("line {}: a section header must end with ']'", n + 1)));
             };
-            sections.entry(title.to_owned()).or_default();
+            // Python's configparser (strict, as Alembic uses it) refuses repeats.
+            if sections.insert(title.to_owned(), BTreeMap::new()).is_some() {
+                return Err(IniError(format!("line {}: section [{title}] appears twice; merge them", n + 1)));
+            }
             current = Some(title.to_owned());
             last = None;
             continue;
@@ -64,7 +67,12 @@ pub fn section(text: &str, name: &str, here: &Path) -> Result<Option<Section>, I
         })?;
         let key = stripped[..split].trim().to_lowercase();
         let value = stripped[split + 1..].trim().to_owned();
-        sections.get_mut(section).expect("section was inserted").insert(key.clone(), value);
+        if sections.get_mut(section).expect("section was inserted").insert(key.clone(), value).is_some() {
+            return Err(IniError(format!(
+                "line {}: [{section}] sets {key} twice, which Alembic refuses; keep one",
+                n + 1
+            )));
+        }
         last = Some((key, indent));
     }
     let mut values = sections.get("DEFAULT").cloned().unwrap_or_default();
@@ -209,6 +217,16 @@ keys = root
         assert_eq!(split_locations(&s, &raw).unwrap(), ["/app/migrations/versions", "/srv/extra"]);
         assert_eq!(s.get("pct").unwrap().as_deref(), Some("100%"));
         assert_eq!(s.get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn repeated_keys_and_sections_are_refused_as_configparser_does() {
+        let key = section("[alembic]\nx = 1\nX = 2\n", "alembic", Path::new("/")).unwrap_err();
+        assert!(key.0.contains("sets x twice"), "{key:?}");
+        let sec = section("[alembic]\nx = 1\n[alembic]\ny = 2\n", "alembic", Path::new("/")).unwrap_err();
+        assert!(sec.0.contains("appears twice"), "{sec:?}");
+        let ok = section("[alembic]\nx = 1\n[other]\nx = 2\n", "alembic", Path::new("/")).unwrap().unwrap();
+        assert!(ok.boolean("missing").is_ok_and(|b| !b));
     }
 
     #[test]

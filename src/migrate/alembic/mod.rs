@@ -168,7 +168,17 @@ fn revision_files(dir: &Path, recursive: bool) -> std::io::Result<Vec<(PathBuf, 
             if recursive && !link && name != "__pycache__" {
                 dirs.push(path);
             }
-        } else if name.ends_with(".py") && !name.starts_with(".#") && !name.starts_with("__init__") {
+            continue;
+        }
+        // Alembic matches a link by the name of the file it resolves to.
+        let name = match link {
+            true => match path.canonicalize() {
+                Ok(real) => real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                Err(_) => continue,
+            },
+            false => name,
+        };
+        if name.ends_with(".py") && !name.starts_with(".#") && !name.starts_with("__init__") {
             files.push((path, link));
         }
     }
@@ -198,14 +208,16 @@ fn read_revision(file: &Path, buf: &mut Vec<u8>) -> Result<Revision, Error> {
     // Python source is UTF-8 unless a coding line says otherwise: the rare path.
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => std::borrow::Cow::Owned(decode_declared(bytes)),
+        Err(_) => std::borrow::Cow::Owned(decode_declared(bytes).ok_or_else(|| {
+            bad("it is not UTF-8 and has no Latin-1 coding line, so Python would refuse it too: save it as UTF-8".into())
+        })?),
     };
     let declared = script::read(&text).map_err(|e| bad(e.0))?;
     let id = match declared.revision {
         Some(id) => id,
         // Alembic 0.1's files named the revision only in the file name.
         None => legacy_id(file).ok_or_else(|| {
-            bad("no `revision = \"…\"` at the top level; Alembic would refuse this file too (move helpers out of the versions folder)".into())
+            bad("preflight finds no `revision = \"…\"` at its top level (it reads that form only, as Alembic's template writes it); a helper module does not belong in the versions folder".into())
         })?,
     };
     let down = declared.down_revision.ok_or_else(|| {
@@ -243,8 +255,8 @@ fn read_all(file: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 
 /// A file that is not UTF-8, decoded as its PEP 263 coding line says when that is Latin-1
 /// (each byte is the code point of the same number; cp1252 differs only in 0x80-0x9f, which
-/// revision messages do not use), lossily otherwise.
-fn decode_declared(bytes: &[u8]) -> String {
+/// revision messages do not use). `None` without such a line: Python refuses the file.
+fn decode_declared(bytes: &[u8]) -> Option<String> {
     let head: Vec<&[u8]> = bytes.split(|&b| b == b'\n').take(2).collect();
     let latin1 = head.iter().any(|line| {
         let line = String::from_utf8_lossy(line).to_ascii_lowercase();
@@ -256,11 +268,7 @@ fn decode_declared(bytes: &[u8]) -> String {
                     .any(|n| name.starts_with(n))
             })
     });
-    if latin1 {
-        bytes.iter().map(|&b| char::from(b)).collect()
-    } else {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
+    latin1.then(|| bytes.iter().map(|&b| char::from(b)).collect())
 }
 
 fn legacy_id(file: &Path) -> Option<String> {
@@ -343,7 +351,8 @@ async fn read_rows(conn: &mut DbConn, table: &str) -> Result<Vec<String>, RowsEr
         }
         DbConn::Sqlite(c) => {
             let exists: bool = sqlx::query_scalar(
-                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                // SQLite's names are case-insensitive, and a view reads as well as a table.
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type IN ('table', 'view') AND lower(name) = lower(?)",
             )
             .bind(name)
             .fetch_one(&mut *c)
@@ -415,7 +424,14 @@ impl<'a> Alembic<'a> {
                  --alembic-version-table (Alembic's default is alembic_version)"
             )),
         })?;
-        Ok(self.graph().locate(&rows))
+        let position = self.graph().locate(&rows);
+        if let Some((older, newer)) = self.graph().overlapping(&position.rows) {
+            return Err(Error::Config(format!(
+                "the version table {table} holds {older} and {newer}, and {newer} descends from {older}: Alembic \
+                 refuses such a table (\"overlaps with other requested revisions\"); delete the row {older}"
+            )));
+        }
+        Ok(position)
     }
 
     fn locations(&self) -> String {
@@ -607,7 +623,7 @@ impl<'a> Alembic<'a> {
                 "database": position.rows,
                 "revisions": revisions,
             });
-            println!("{out}");
+            println!("{}", crate::redact::scrub(&out.to_string()));
         } else {
             let mut out = String::new();
             for r in &graph.revisions {
@@ -637,7 +653,7 @@ impl<'a> Alembic<'a> {
             let rows = if position.rows.is_empty() { "(none)".to_owned() } else { position.rows.join(", ") };
             out.push_str(&format!("database at: {rows}\nheads:       {}\n", graph.heads.join(", ")));
             out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
-            print!("{out}");
+            print!("{}", crate::redact::scrub(&out));
         }
         self.check_missing(&position)?;
         if !current {
@@ -707,11 +723,11 @@ impl SchemaSource for Alembic<'_> {
                 Ok(want.len())
             }
             Action::Revert { to, steps } => {
+                self.check_revert(&before, to.as_deref(), *steps)?;
                 if before.rows.is_empty() {
                     info!("nothing to revert: no revision is applied");
                     return Ok(0);
                 }
-                self.check_revert(&before, to.as_deref(), *steps)?;
                 let (arg, check): (String, PositionCheck) = match to {
                     Some(spec) => {
                         let targets = self.resolve(spec)?;
@@ -764,8 +780,8 @@ impl SchemaSource for Alembic<'_> {
 mod tests {
     #[test]
     fn a_latin_1_coding_line_is_honoured() {
-        let text = super::decode_declared(b"# -*- coding: latin-1 -*-\n\"\"\"caf\xe9\"\"\"\n");
+        let text = super::decode_declared(b"# -*- coding: latin-1 -*-\n\"\"\"caf\xe9\"\"\"\n").unwrap();
         assert!(text.contains("caf\u{e9}"), "{text}");
-        assert!(super::decode_declared(b"\"\"\"caf\xe9\"\"\"\n").contains('\u{fffd}'));
+        assert!(super::decode_declared(b"\"\"\"caf\xe9\"\"\"\n").is_none());
     }
 }

@@ -90,6 +90,16 @@ pub fn read(source: &str) -> Result<Declared, ScriptError> {
                 _ => {}
             }
         }
+        if let Some(Tok::Op(op)) = tokens.get(1).map(|t| &t.tok)
+            && op.len() == 2
+            && op.ends_with('=')
+            && !matches!(op.as_str(), "==" | "!=" | "<=" | ">=")
+        {
+            return Err(ScriptError(format!(
+                "line {}: {name} is changed with `{op}`: write its whole value as one literal",
+                tokens[0].line
+            )));
+        }
         let Some(eq) = eq else {
             // `revision: str` alone, or `revision == x`: not an assignment.
             continue;
@@ -334,8 +344,10 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
     Ok(out)
 }
 
-const TWO_CHAR_OPS: [&str; 13] =
-    ["==", "!=", "<=", ">=", "->", ":=", "**", "//", "<<", ">>", "+=", "-=", "|="];
+const TWO_CHAR_OPS: [&str; 18] = [
+    "==", "!=", "<=", ">=", "->", ":=", "**", "//", "<<", ">>", "+=", "-=", "|=", "*=", "/=", "%=", "&=",
+    "^=",
+];
 
 /// Letters, digits, `_`, and any byte of a non-ASCII character (Python allows those in names).
 fn is_ident(c: u8) -> bool {
@@ -461,7 +473,12 @@ fn string(
             if decode && raw {
                 out.extend_from_slice(&[b'\\', next]);
             } else if decode {
-                k += escape(b, k + 1, &mut out);
+                k += escape(b, k + 1, &mut out).ok_or_else(|| {
+                    ScriptError(format!(
+                        "line {line}: an escape preflight cannot read (\\N{{…}}, or a malformed \\x, \\u, \\U): \
+                         write the character itself"
+                    ))
+                })?;
                 continue;
             }
             k += 2;
@@ -477,7 +494,7 @@ fn string(
 /// Decodes the escape whose letter is at `k` (after the backslash) into `out`, as Python does
 /// in a str literal, and returns how many bytes it took, the backslash included. An escape
 /// Python does not know is kept as written (Python warns and keeps it too).
-fn escape(b: &[u8], k: usize, out: &mut Vec<u8>) -> usize {
+fn escape(b: &[u8], k: usize, out: &mut Vec<u8>) -> Option<usize> {
     let simple = |c: u8| -> Option<u8> {
         Some(match c {
             b'n' => b'\n',
@@ -493,11 +510,11 @@ fn escape(b: &[u8], k: usize, out: &mut Vec<u8>) -> usize {
     };
     let next = b[k];
     if next == b'\n' {
-        return 2;
+        return Some(2);
     }
     if let Some(c) = simple(next) {
         out.push(c);
-        return 2;
+        return Some(2);
     }
     let hex = |len: usize| -> Option<u32> {
         let digits = b.get(k + 1..k + 1 + len)?;
@@ -512,19 +529,20 @@ fn escape(b: &[u8], k: usize, out: &mut Vec<u8>) -> usize {
             let digits = std::str::from_utf8(&b[k..k + len]).unwrap_or("0");
             (u32::from_str_radix(digits, 8).ok(), len - 1)
         }
-        _ => (None, 0),
-    };
-    match code.and_then(char::from_u32) {
-        Some(c) => {
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            2 + taken
-        }
-        None => {
+        // Python refuses `\N{…}` only when the name is unknown; without its table of names
+        // preflight cannot tell, so it refuses it whole.
+        b'N' => return None,
+        _ => {
+            // An escape Python does not know is kept as written (Python warns and keeps it).
             out.extend_from_slice(&[b'\\', next]);
-            2
+            return Some(2);
         }
-    }
+    };
+    // A malformed `\x`, `\u`, `\U` is a syntax error in Python.
+    let c = code.and_then(char::from_u32)?;
+    let mut buf = [0u8; 4];
+    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    Some(2 + taken)
 }
 
 #[cfg(test)]
@@ -640,6 +658,15 @@ def upgrade() -> None:
         let d = read("revision = 'a'\ndef f():\n    x = 1; revision = 'no'\n").unwrap();
         assert_eq!(d.revision.as_deref(), Some("a"));
         assert!(read("revision = ('a', 'b')\n").is_err());
+        // What Python refuses or computes is refused, not guessed.
+        for src in [
+            "revision = '\\N{LATIN SMALL LETTER A}'\n",
+            "revision = '\\x4g'\n",
+            "revision = 'x'\nrevision += 'y'\n",
+        ] {
+            assert!(read(src).unwrap_err().0.starts_with("line "), "{src}");
+        }
+        assert_eq!(read("revision = 'a\\d'\n").unwrap().revision.as_deref(), Some("a\\d"));
     }
 
     #[test]

@@ -41,8 +41,11 @@ impl Folder {
             if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
                 continue;
             }
-            if !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
-                continue;
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => continue,
+                // A link to nothing: skipping it would apply the versions after it.
+                Err(e) => return Err(format!("cannot read {name} ({e}): fix or remove it")),
             }
             names.push(name);
         }
