@@ -1122,3 +1122,29 @@ fn pruning_never_deletes_the_backup_just_written() {
     assert!(names.contains(&"app-99999999T999999999Z.db".to_owned()), "{names:?}");
     assert!(names.contains(&"app-20991203T000000000Z.db".to_owned()), "{names:?}");
 }
+
+/// The server drops the migrating session (57P01, as when PostgreSQL restarts between the wait
+/// and the migration): that is "not yet", not a permanent failure. The phase is tried again
+/// within the deadline, reads the state afresh and goes on.
+#[test]
+fn a_session_terminated_mid_migration_is_retried_within_the_deadline() {
+    let (_pg, url) = Pg::running();
+    // A sequence is not rolled back: the first try terminates itself, the next ones go through.
+    sql_exec(&url, "CREATE SEQUENCE once");
+    let m = Migrations::new(&[
+        ("1_a.sql", "CREATE TABLE a (id INTEGER);\n"),
+        (
+            "2_b.sql",
+            "SELECT CASE WHEN nextval('once') = 1 THEN pg_terminate_backend(pg_backend_pid()) END;\nCREATE TABLE b (id INTEGER);\n",
+        ),
+    ]);
+    let done = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--timeout", "30s"],
+        LONG,
+    );
+    done.expect_code(0).expect_no_password();
+    assert!(done.stderr.contains("trying again") && done.stderr.contains("57P01"), "{done}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"), 2);
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')"), 2);
+}

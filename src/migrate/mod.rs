@@ -205,8 +205,47 @@ impl Phase<'_> {
     ) -> Result<(), Error> {
         match mode {
             SchemaMode::Skip => Ok(()),
-            SchemaMode::Apply => self.apply(source, action, first).await,
+            SchemaMode::Apply => self.apply_retrying(source, action, deadline, first).await,
             SchemaMode::Wait => self.wait(source, deadline, first).await,
+        }
+    }
+
+    /// `apply`, again when the database fails with an error waiting may fix (the server
+    /// restarting, 57P01; SQLite busy behind the app's write transaction; the network) within
+    /// the deadline (`--timeout`, or `--lock-timeout` without one). What was committed stays and
+    /// what was not was rolled back, so the next try reads the state afresh and goes on. Only
+    /// for applying and stamping: a revert or reset that failed half way is not repeated.
+    async fn apply_retrying<S: SchemaSource>(
+        &self,
+        source: &S,
+        action: &Action,
+        deadline: Option<Instant>,
+        mut first: Option<DbConn>,
+    ) -> Result<(), Error> {
+        let until = deadline.unwrap_or_else(|| Instant::now() + self.config.lock_timeout);
+        let retriable = matches!(action, Action::Apply { .. } | Action::Stamp(_));
+        let mut rng: StdRng = rand::make_rng();
+        let mut failures = 0u32;
+        loop {
+            match self.apply(source, action, first.take()).await {
+                Err(Error::Dependency { target, failure })
+                    if retriable && !failure.class.is_permanent() && Instant::now() < until =>
+                {
+                    failures = failures.saturating_add(1);
+                    let delay = self.policy.backoff.delay(failures, &mut rng).max(self.policy.backoff.base);
+                    warn!(
+                        error = %failure.message,
+                        attempt = failures,
+                        "the database failed during the migration phase with an error that waiting may fix; \
+                         what was committed stays, the rest was rolled back; trying again"
+                    );
+                    if Instant::now() + delay >= until {
+                        return Err(Error::Dependency { target, failure });
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
         }
     }
 

@@ -192,14 +192,21 @@ impl<'a> Sql<'a> {
                 } else {
                     String::new()
                 };
-                Error::Migrate {
-                    message: format!(
-                        "migration {} failed{line}: {}; {state}{earlier}",
-                        self.file_of(version),
-                        self.target.redactor.redact(&describe_sqlx(&err))
-                    ),
-                    exit: Exit::MigrationFailed,
+                let message = format!(
+                    "migration {} failed{line}: {}; {state}{earlier}",
+                    self.file_of(version),
+                    self.target.redactor.redact(&describe_sqlx(&err))
+                );
+                // The server went away or said "not yet" (a restart, a busy SQLite file): not
+                // the migration's fault, and the phase may try again (see `apply_retrying`).
+                let class = crate::classify::classify_sqlx(&err);
+                if !class.is_permanent() {
+                    return Error::Dependency {
+                        target: self.target.name.clone(),
+                        failure: crate::classify::Failure::new(class, message),
+                    };
                 }
+                Error::Migrate { message, exit: Exit::MigrationFailed }
             }
             MigrateError::Execute(err) => db_error(self.target, &err),
             other => Error::Migrate {
@@ -320,14 +327,19 @@ impl<'a> Sql<'a> {
         let which =
             version.map_or_else(|| "the batch".to_owned(), |v| format!("migration {}", self.file_of(v)));
         let line = version.and_then(|v| error_line(e, self.up(v)));
-        Error::Migrate {
-            message: format!(
-                "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
-                line.map(|l| format!(" at line {l}")).unwrap_or_default(),
-                self.target.redactor.redact(&describe_sqlx(e))
-            ),
-            exit: Exit::MigrationFailed,
+        let message = format!(
+            "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
+            line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+            self.target.redactor.redact(&describe_sqlx(e))
+        );
+        let class = crate::classify::classify_sqlx(e);
+        if !class.is_permanent() {
+            return Error::Dependency {
+                target: self.target.name.clone(),
+                failure: crate::classify::Failure::new(class, message),
+            };
         }
+        Error::Migrate { message, exit: Exit::MigrationFailed }
     }
 }
 
