@@ -132,6 +132,7 @@ fn phases(
                     if crate::migrate::command_handles_signals() {
                         continue;
                     }
+                    crate::migrate::kill_mysql_migration(std::time::Duration::from_secs(3)).await;
                     break Err(Error::Signal { signal: signal as i32, name: signal.as_str(), phase: phase.get() });
                 }
             }

@@ -1148,3 +1148,28 @@ fn a_session_terminated_mid_migration_is_retried_within_the_deadline() {
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"), 2);
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')"), 2);
 }
+
+/// SIGTERM while a MySQL migration runs: MySQL would run the rest of the file's statements
+/// after the client went away, so preflight kills its session from a second connection first.
+#[test]
+fn sigterm_stops_a_mariadb_migration_in_progress() {
+    let mut db = MariaDb::new();
+    db.start();
+    let url = db.url_for(PASSWORD, "app");
+    let m = Migrations::new(&[(
+        "1_slow.sql",
+        "CREATE TABLE first_half (id INTEGER);\nSELECT SLEEP(20);\nCREATE TABLE second_half (id INTEGER);\n",
+    )]);
+    let mut p = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrations", m.path()]);
+    p.wait_for_line(&["migration lock acquired"], LONG);
+    let sleeping = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'";
+    wait_until("the migration to reach its SLEEP", LONG, || sql_i64(&url, sleeping) == 1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let done = p.finish(LONG);
+    done.expect_code(143).expect_no_password();
+    assert!(done.stderr.contains("was stopped (KILL)"), "{done}");
+    // The session is gone at once, not after its SLEEP, and nothing after it ran.
+    assert_eq!(sql_i64(&url, sleeping), 0, "{done}");
+    let tables = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'app' AND table_name = 'second_half'";
+    assert_eq!(sql_i64(&url, tables), 0, "{done}");
+}

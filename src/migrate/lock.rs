@@ -53,6 +53,7 @@ impl LockGuard {
     }
 
     pub async fn release(mut self) {
+        MYSQL_MIGRATOR.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut conn) = self.conn.take() {
             if let Err(e) = store::unlock(&mut conn, self.key).await {
                 // Closing the connection releases it anyway.
@@ -119,6 +120,12 @@ pub async fn acquire(
                 let waited = start.elapsed();
                 mark_taken();
                 info!(waited_ms = millis(waited), attempts, "migration lock acquired");
+                if let DbConn::MySql(c) = &mut conn
+                    && let Ok(id) =
+                        sqlx::query_scalar::<_, u64>("SELECT CONNECTION_ID()").fetch_one(&mut *c).await
+                {
+                    *MYSQL_MIGRATOR.lock().unwrap_or_else(|e| e.into_inner()) = Some((target.clone(), id));
+                }
                 return Ok(LockGuard { conn: Some(conn), key: k, file: None });
             }
             Ok((false, k)) => {
@@ -149,6 +156,42 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// The MySQL connection that holds the lock and migrates, while it does. MySQL does not notice
+/// a client that went away until it next writes to it: a statement list in progress would run
+/// to its end after preflight stopped. On a stop signal it is killed from a second connection.
+static MYSQL_MIGRATOR: std::sync::Mutex<Option<(Target, u64)>> = std::sync::Mutex::new(None);
+
+/// Stops a MySQL migration in progress (`KILL` of its connection, from a new one), so that the
+/// server does not go on with the statements after the one running. Bounded by `limit`;
+/// `true` when one was killed.
+pub async fn kill_mysql_migration(limit: Duration) -> bool {
+    let Some((target, id)) = MYSQL_MIGRATOR.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return false;
+    };
+    let kill = async {
+        let (mut conn, _) = db::connect(&target, Duration::from_millis(250)).await.ok()?;
+        let DbConn::MySql(c) = &mut conn else { return None };
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}"))).execute(&mut *c).await.is_ok();
+        conn.close().await;
+        Some(done)
+    };
+    let killed = tokio::time::timeout(limit, kill).await.ok().flatten().unwrap_or(false);
+    if killed {
+        tracing::warn!(
+            connection = id,
+            "the MySQL session holding the migration lock was stopped (KILL): the server runs no more of its \
+             statements; a migration it was running is recorded as dirty and may be partly applied (check the \
+             schema, then DELETE its row from _sqlx_migrations)"
+        );
+    } else {
+        tracing::warn!(
+            connection = id,
+            "could not stop the MySQL migration in progress: it may still be running"
+        );
+    }
+    killed
 }
 
 /// Set once this process has taken the migration lock: the summary line says so

@@ -22,6 +22,7 @@ mod process;
 mod sql;
 mod store;
 
+pub use lock::kill_mysql_migration;
 pub use lock::taken as lock_taken;
 pub use process::handles_signals as command_handles_signals;
 pub use sql::Dialect as SqlDialect;
