@@ -31,7 +31,7 @@ use crate::db::{self, DbConn};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::target::{Target, TargetKind};
-use crate::wait::{Backoff, millis};
+use crate::wait::{Backoff, Schedule, millis};
 
 /// How a waiter polls: the first retry within 100 ms, then a random delay of up to 2 s (1 s on
 /// average once grown), so 200 waiters cost the server about 200 short logins a second.
@@ -87,9 +87,9 @@ pub async fn acquire(
     let start = Instant::now();
     let deadline = start + timeout;
     let mut rng: StdRng = rand::make_rng();
+    let mut schedule = Schedule::new(POLL, Some(deadline), PROGRESS_EVERY);
     let mut first = first;
     let mut attempts = 0u32;
-    let mut last_report: Option<Instant> = None;
     let mut key = None;
     loop {
         attempts += 1;
@@ -100,9 +100,10 @@ pub async fn acquire(
                 Err(f) if f.class.is_permanent() => return Err(dependency(target, f)),
                 Err(f) => {
                     debug!(error = %f.message, "cannot connect to take the migration lock; retrying");
-                    if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                    let Some(step) = schedule.next(Instant::now(), &mut rng) else {
                         return Err(lock_timeout(target, timeout, None));
-                    }
+                    };
+                    tokio::time::sleep(step.sleep).await;
                     continue;
                 }
             },
@@ -130,29 +131,29 @@ pub async fn acquire(
             }
             Ok((false, k)) => {
                 key = Some(k);
-                // Asking who holds the lock is one more query: only when it will be reported.
-                let report = last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-                let timing_out = Instant::now() + POLL.ceiling(attempts + 1) >= deadline;
-                let holder = if report || timing_out {
+                let step = schedule.next(Instant::now(), &mut rng);
+                // Asking who holds the lock is one more query: only when it will be said.
+                let holder = if step.is_none_or(|s| s.report) {
                     store::holder(&mut conn, k).await.ok().flatten()
                 } else {
                     None
                 };
                 conn.close().await;
-                if report {
-                    report_holder(holder.as_ref(), start.elapsed());
-                    last_report = Some(Instant::now());
-                }
-                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                let Some(step) = step else {
                     return Err(lock_timeout(target, timeout, holder));
+                };
+                if step.report {
+                    report_holder(holder.as_ref(), start.elapsed());
                 }
+                tokio::time::sleep(step.sleep).await;
             }
             Err(e) => {
                 conn.close().await;
                 debug!(error = %target.redactor.redact(&e.to_string()), "lock attempt failed; retrying");
-                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                let Some(step) = schedule.next(Instant::now(), &mut rng) else {
                     return Err(lock_timeout(target, timeout, None));
-                }
+                };
+                tokio::time::sleep(step.sleep).await;
             }
         }
     }
@@ -237,19 +238,6 @@ fn report_holder(holder: Option<&Holder>, waited: Duration) {
     }
 }
 
-/// Sleeps the next poll delay; `false` when that would pass the deadline.
-/// Sleeps before the next attempt, or says the deadline has passed. A delay that would pass
-/// the deadline is cut short so that the last attempt is made at the deadline: giving up
-/// earlier would not be the timeout the user asked for.
-async fn sleep_or_timeout(rng: &mut StdRng, attempts: u32, deadline: Instant) -> bool {
-    let now = Instant::now();
-    if now >= deadline {
-        return false;
-    }
-    tokio::time::sleep_until(deadline.min(now + POLL.delay(attempts, rng))).await;
-    true
-}
-
 fn dependency(target: &Target, failure: Failure) -> Error {
     Error::Dependency { target: target.name.clone(), failure }
 }
@@ -326,10 +314,8 @@ async fn acquire_file(
     let start = Instant::now();
     let deadline = start + timeout;
     let mut rng: StdRng = rand::make_rng();
-    let mut attempts = 0u32;
-    let mut last_report: Option<Instant> = None;
+    let mut schedule = Schedule::new(POLL, Some(deadline), PROGRESS_EVERY);
     let locked = loop {
-        attempts += 1;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -354,13 +340,13 @@ async fn acquire_file(
                 break locked;
             }
             Err((_, _errno)) => {
-                if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
-                    report_holder(Some(&file_holder(&path)), start.elapsed());
-                    last_report = Some(Instant::now());
-                }
-                if !sleep_or_timeout(&mut rng, attempts, deadline).await {
+                let Some(step) = schedule.next(Instant::now(), &mut rng) else {
                     return Err(lock_timeout(target, timeout, Some(file_holder(&path))));
+                };
+                if step.report {
+                    report_holder(Some(&file_holder(&path)), start.elapsed());
                 }
+                tokio::time::sleep(step.sleep).await;
             }
         }
     };

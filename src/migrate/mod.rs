@@ -41,7 +41,7 @@ use crate::db::{self, DbConn};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::target::Target;
-use crate::wait::{WaitPolicy, millis};
+use crate::wait::{Schedule, WaitPolicy, millis};
 
 /// Where migrations come from.
 #[derive(Debug, Clone)]
@@ -226,24 +226,23 @@ impl Phase<'_> {
         let until = deadline.unwrap_or_else(|| Instant::now() + self.config.lock_timeout);
         let retriable = matches!(action, Action::Apply { .. } | Action::Stamp(_));
         let mut rng: StdRng = rand::make_rng();
-        let mut failures = 0u32;
+        let mut schedule = Schedule::new(self.policy.backoff, Some(until), self.policy.progress_every)
+            .with_floor(self.policy.backoff.base);
+        let mut tries = 1u32;
         loop {
             match self.apply(source, action, first.take()).await {
-                Err(Error::Dependency { target, failure })
-                    if retriable && !failure.class.is_permanent() && Instant::now() < until =>
-                {
-                    failures = failures.saturating_add(1);
-                    let delay = self.policy.backoff.delay(failures, &mut rng).max(self.policy.backoff.base);
+                Err(Error::Dependency { target, failure }) if retriable && !failure.class.is_permanent() => {
+                    let Some(step) = schedule.next(Instant::now(), &mut rng) else {
+                        return Err(Error::Dependency { target, failure });
+                    };
                     warn!(
                         error = %failure.message,
-                        attempt = failures,
+                        attempt = tries,
                         "the database failed during the migration phase with an error that waiting may fix; \
                          what was committed stays, the rest was rolled back; trying again"
                     );
-                    if Instant::now() + delay >= until {
-                        return Err(Error::Dependency { target, failure });
-                    }
-                    tokio::time::sleep(delay).await;
+                    tries += 1;
+                    tokio::time::sleep(step.sleep).await;
                 }
                 other => return other,
             }
@@ -306,8 +305,9 @@ impl Phase<'_> {
     ) -> Result<(), Error> {
         let start = Instant::now();
         let mut rng: StdRng = rand::make_rng();
-        let mut failures = 0u32;
-        let mut last_report: Option<Instant> = None;
+        // Readers poll no faster than once per backoff base: they are many, the writer is one.
+        let mut schedule = Schedule::new(self.policy.backoff, deadline, self.policy.progress_every)
+            .with_floor(self.policy.backoff.base);
         // Without a deadline, reconnecting gives up after the lock timeout's worth of refusals.
         let until = deadline.unwrap_or_else(|| start + self.config.lock_timeout);
         let action = Action::Apply { dry_run: false };
@@ -342,7 +342,17 @@ impl Phase<'_> {
                 info!(state = %reading.detail, waited_ms = millis(start.elapsed()), "schema is current");
                 return Ok(());
             }
-            if last_report.is_none_or(|t| t.elapsed() >= self.policy.progress_every) {
+            let Some(step) = schedule.next(Instant::now(), &mut rng) else {
+                return Err(Error::Migrate {
+                    message: format!(
+                        "the schema is still not current after {}: is the writer (a process with --schema apply) \
+                         running? Raise --timeout if its migrations take longer",
+                        humantime::format_duration(Duration::from_millis(millis(start.elapsed())))
+                    ),
+                    exit: Exit::Timeout,
+                });
+            };
+            if step.report {
                 info!(
                     pending = reading.pending,
                     state = %reading.detail,
@@ -350,37 +360,9 @@ impl Phase<'_> {
                     waited_ms = millis(start.elapsed()),
                     "waiting for another process to migrate"
                 );
-                last_report = Some(Instant::now());
             }
-            failures = failures.saturating_add(1);
-            self.sleep_within(&mut rng, failures, deadline, start).await?;
+            tokio::time::sleep(step.sleep).await;
         }
-    }
-
-    async fn sleep_within(
-        &self,
-        rng: &mut StdRng,
-        failures: u32,
-        deadline: Option<Instant>,
-        start: Instant,
-    ) -> Result<(), Error> {
-        // Readers poll no faster than once per backoff ceiling: they are many, the writer is one.
-        let delay = self.policy.backoff.delay(failures, rng).max(self.policy.backoff.base);
-        if let Some(d) = deadline
-            && Instant::now() + delay >= d
-        {
-            tokio::time::sleep_until(d).await;
-            return Err(Error::Migrate {
-                message: format!(
-                    "the schema is still not current after {}: is the writer (a process with --schema apply) \
-                     running? Raise --timeout if its migrations take longer",
-                    humantime::format_duration(Duration::from_millis(millis(start.elapsed())))
-                ),
-                exit: Exit::Timeout,
-            });
-        }
-        tokio::time::sleep(delay).await;
-        Ok(())
     }
 }
 
@@ -388,19 +370,22 @@ impl Phase<'_> {
 /// briefly fill `max_connections`) until `until`.
 async fn connect(target: &Target, policy: &WaitPolicy, until: Instant) -> Result<DbConn, Error> {
     let mut rng: StdRng = rand::make_rng();
-    let mut failures = 0u32;
+    let mut schedule =
+        Schedule::new(policy.backoff, Some(until), policy.progress_every).with_floor(policy.backoff.base);
     loop {
-        match db::connect(target, policy.stagger).await {
+        let failure = match db::connect(target, policy.stagger).await {
             Ok((conn, _)) => return Ok(conn),
-            Err(failure) if failure.class.is_permanent() || Instant::now() >= until => {
-                return Err(Error::Dependency { target: target.name.clone(), failure });
-            }
-            Err(failure) => {
-                debug!(error = %failure.message, class = %failure.class, "cannot connect yet; retrying");
-                failures = failures.saturating_add(1);
-                tokio::time::sleep(policy.backoff.delay(failures, &mut rng).max(policy.backoff.base)).await;
-            }
-        }
+            Err(failure) if failure.class.is_permanent() => failure,
+            Err(failure) => match schedule.next(Instant::now(), &mut rng) {
+                Some(step) => {
+                    debug!(error = %failure.message, class = %failure.class, "cannot connect yet; retrying");
+                    tokio::time::sleep(step.sleep).await;
+                    continue;
+                }
+                None => failure,
+            },
+        };
+        return Err(Error::Dependency { target: target.name.clone(), failure });
     }
 }
 

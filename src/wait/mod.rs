@@ -1,5 +1,6 @@
 //! The wait phase: every target in parallel, each with its own retry schedule, all under one
-//! deadline.
+//! deadline. [`Schedule`] is the schedule of every other wait too (readers, the lock, the
+//! migration phase's retries).
 //!
 //! Each target loops: attempt (under the per-attempt timeout) → classify → stop on success or on
 //! a permanent error, else sleep a jittered delay and go again. The first permanent error anywhere
@@ -7,6 +8,7 @@
 //! a cache while the database rejects our password.
 
 pub mod backoff;
+pub mod schedule;
 
 mod probe;
 
@@ -22,6 +24,7 @@ use crate::classify::{Class, Failure};
 use crate::db::DbConn;
 use crate::target::Target;
 pub use backoff::Backoff;
+pub use schedule::Schedule;
 
 /// How to wait. Built and validated by `config`.
 #[derive(Debug, Clone)]
@@ -112,10 +115,8 @@ async fn wait_one<R: Rng>(
 ) -> Outcome {
     let start = Instant::now();
     let mut attempts: u32 = 0;
-    // Consecutive failures since the last reset: the exponent of the backoff.
-    let mut failures: u32 = 0;
+    let mut schedule = Schedule::new(policy.backoff, deadline, policy.progress_every);
     let mut last: Option<Failure> = None;
-    let mut last_report = start;
     loop {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {
@@ -159,10 +160,18 @@ async fn wait_one<R: Rng>(
         if failure.class.is_permanent() && !(policy.retry_login_errors && failure.class.is_login()) {
             return Outcome::Permanent(failure);
         }
-        if attempts == 1 {
+        // The dependency got further than last time (refused → starting up): it is coming up, so
+        // look again soon rather than after a grown delay.
+        if last.as_ref().is_some_and(|prev| failure.class > prev.class) {
+            debug!(target = %target, from = %last.as_ref().map_or(Class::Dns, |p| p.class), to = %failure.class, "progress, backoff reset");
+            schedule.reset();
+        }
+        let Some(step) = schedule.next(Instant::now(), &mut rng) else {
+            return Outcome::Timeout(Pending { target: target.name.clone(), attempts, last: Some(failure) });
+        };
+        if step.report && attempts == 1 {
             info!(target = %target, class = %failure.class, error = %failure.message, "waiting");
-            last_report = Instant::now();
-        } else if last_report.elapsed() >= policy.progress_every {
+        } else if step.report {
             info!(
                 target = %target,
                 attempts,
@@ -171,24 +180,10 @@ async fn wait_one<R: Rng>(
                 error = %failure.message,
                 "still waiting"
             );
-            last_report = Instant::now();
         }
-        // The dependency got further than last time (refused → starting up): it is coming up, so
-        // look again soon rather than after a grown delay.
-        if last.as_ref().is_some_and(|prev| failure.class > prev.class) {
-            debug!(target = %target, from = %last.as_ref().map_or(Class::Dns, |p| p.class), to = %failure.class, "progress, backoff reset");
-            failures = 0;
-        }
-        failures = failures.saturating_add(1);
         last = Some(failure);
-        let delay = policy.backoff.delay(failures, &mut rng);
-        match deadline {
-            Some(d) if Instant::now() + delay >= d => {
-                tokio::time::sleep_until(d).await;
-                return Outcome::Timeout(Pending { target: target.name.clone(), attempts, last });
-            }
-            _ => tokio::time::sleep(delay).await,
-        }
+        // Never past the deadline: the next turn finds it passed and gives up.
+        tokio::time::sleep(step.sleep).await;
     }
 }
 
