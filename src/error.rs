@@ -4,7 +4,6 @@ use std::ffi::OsString;
 
 use crate::classify::Failure;
 use crate::exit::Exit;
-use crate::wait::WaitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,8 +14,11 @@ pub enum Error {
     #[error("{target}: {} ({}); {}", failure.message, failure.class, failure.hint())]
     Dependency { target: String, failure: Failure },
 
-    #[error("{}", timeout_message(.timeout, .pending))]
-    Timeout { timeout: std::time::Duration, pending: Vec<crate::wait::Pending> },
+    /// The deadline passed with a dependency still not ready. The phase that waited says
+    /// which and how (`wait::WaitError`): this type sits below the phases and knows none of
+    /// their types.
+    #[error("{0}")]
+    Timeout(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     #[error("aborted by {name} during {phase}")]
     Signal { signal: i32, name: &'static str, phase: &'static str },
@@ -38,41 +40,11 @@ impl Error {
         match self {
             Error::Config(_) => Exit::Usage,
             Error::Dependency { .. } => Exit::Dependency,
-            Error::Timeout { .. } => Exit::Timeout,
+            Error::Timeout(_) => Exit::Timeout,
             Error::Signal { signal, .. } => Exit::Signal(*signal),
             Error::Exec { exit, .. } => *exit,
             Error::Migrate { exit, .. } => *exit,
             Error::Internal(_) => Exit::Failure,
         }
     }
-}
-
-impl From<WaitError> for Error {
-    fn from(err: WaitError) -> Self {
-        match err {
-            WaitError::Permanent { target, failure } => Error::Dependency { target, failure },
-            WaitError::Timeout { timeout, pending } => Error::Timeout { timeout, pending },
-        }
-    }
-}
-
-fn timeout_message(timeout: &std::time::Duration, pending: &[crate::wait::Pending]) -> String {
-    let what: Vec<String> = pending
-        .iter()
-        .map(|p| match &p.last {
-            Some(f) => {
-                format!("{} ({}, last error: {}: {})", p.target, attempts(p.attempts), f.class, f.message)
-            }
-            None => format!("{} ({})", p.target, attempts(p.attempts)),
-        })
-        .collect();
-    format!(
-        "not ready after {}: {}; check that it is up and reachable from here, or raise --timeout",
-        humantime::format_duration(*timeout),
-        what.join("; ")
-    )
-}
-
-fn attempts(n: u32) -> String {
-    if n == 1 { "1 attempt".into() } else { format!("{n} attempts") }
 }

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 
 use crate::classify::{Class, Failure};
 use crate::db::DbConn;
+use crate::error::Error;
 use crate::target::Target;
 pub use backoff::Backoff;
 pub use schedule::Schedule;
@@ -43,12 +44,46 @@ pub struct WaitPolicy {
 }
 
 /// Why the wait ended without every target ready.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     /// A target answered with an error waiting will not fix.
+    #[error("{target}: {}", failure.message)]
     Permanent { target: String, failure: Failure },
     /// The deadline passed; these targets were still not ready.
+    #[error("{}", timeout_message(*.timeout, .pending))]
     Timeout { timeout: Duration, pending: Vec<Pending> },
+}
+
+/// The wait's errors become the process's: a permanent answer is a dependency error (3), the
+/// deadline is a timeout (124) that keeps the wait's own error as its source.
+impl From<WaitError> for Error {
+    fn from(err: WaitError) -> Self {
+        match err {
+            WaitError::Permanent { target, failure } => Error::Dependency { target, failure },
+            timeout @ WaitError::Timeout { .. } => Error::Timeout(Box::new(timeout)),
+        }
+    }
+}
+
+fn timeout_message(timeout: Duration, pending: &[Pending]) -> String {
+    let what: Vec<String> = pending
+        .iter()
+        .map(|p| match &p.last {
+            Some(f) => {
+                format!("{} ({}, last error: {}: {})", p.target, attempts(p.attempts), f.class, f.message)
+            }
+            None => format!("{} ({})", p.target, attempts(p.attempts)),
+        })
+        .collect();
+    format!(
+        "not ready after {}: {}; check that it is up and reachable from here, or raise --timeout",
+        humantime::format_duration(timeout),
+        what.join("; ")
+    )
+}
+
+fn attempts(n: u32) -> String {
+    if n == 1 { "1 attempt".into() } else { format!("{n} attempts") }
 }
 
 #[derive(Debug)]
