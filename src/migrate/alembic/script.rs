@@ -226,6 +226,8 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
     // Set when the last statement ended at a `;`: the next one starts on the same line, at the
     // same level (`a = 1; revision = "x"` assigns at the top level).
     let mut after_semicolon: Option<bool> = None;
+    // Inside the body of a top-level compound statement, which runs at import.
+    let mut in_block = false;
     while k < b.len() {
         // The start of a logical line: its indentation, or a line with no statement.
         let start = k;
@@ -248,12 +250,36 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
         }
         let top = after_semicolon.take().unwrap_or(k == start);
         let is_first = std::mem::replace(&mut first, false);
+        let word_end = (k..b.len()).find(|&j| !is_ident(b[j])).unwrap_or(b.len());
+        let word = &src[k..word_end];
+        if top {
+            // Code in an `if`, `for`, `try`… at the top level runs when the module loads;
+            // a function's or a class's body does not (as far as the four names go).
+            let lead =
+                if word == "async" { src[word_end..].split_whitespace().next().unwrap_or("") } else { word };
+            in_block = COMPOUND.contains(&lead);
+            // `for revision in …:` assigns it too.
+            let header = &src[k..line_end(b, k)];
+            if lead == "for"
+                && let Some(name) = header.split(" in ").next().and_then(|targets| {
+                    targets
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .find(|w| NAMES.contains(w))
+                })
+            {
+                return Err(ScriptError(format!(
+                    "line {line}: {name} is assigned by a top-level `for`, and preflight cannot tell to what: \
+                     assign it once, at the top level"
+                )));
+            }
+        } else if in_block && NAMES.contains(&word) && assigns(&b[word_end..line_end(b, word_end)]) {
+            return Err(ScriptError(format!(
+                "line {line}: {word} is assigned inside a top-level `if`, `for`, `try` or `with` block, and \
+                 preflight cannot tell whether that runs: assign it once, at the top level"
+            )));
+        }
         // Decide from the first token whether this line is kept.
-        let keep = top && {
-            let word_end = (k..b.len()).find(|&j| !is_ident(b[j])).unwrap_or(b.len());
-            let word = &src[k..word_end];
-            NAMES.contains(&word) || (is_first && starts_string(b, k))
-        };
+        let keep = top && (NAMES.contains(&word) || (is_first && starts_string(b, k)));
         if !keep {
             let (next, lines, semicolon) = skip_logical(b, k, line)?;
             line += lines;
@@ -342,6 +368,18 @@ fn logical_lines(src: &str) -> Result<Vec<Logical>, ScriptError> {
         }
     }
     Ok(out)
+}
+
+/// Top-level statements whose bodies run when the module is loaded.
+const COMPOUND: [&str; 10] =
+    ["if", "elif", "else", "for", "while", "with", "try", "except", "finally", "match"];
+
+/// Whether what follows a name is an assignment to it: `=`, `: T =`, `+=` (not `==`).
+fn assigns(rest: &[u8]) -> bool {
+    let rest = std::str::from_utf8(rest).unwrap_or("").trim_start();
+    (rest.starts_with('=') && !rest.starts_with("=="))
+        || (rest.starts_with(':') && rest.contains('='))
+        || ["+=", "-=", "|="].iter().any(|op| rest.starts_with(op))
 }
 
 const TWO_CHAR_OPS: [&str; 18] = [
@@ -667,6 +705,17 @@ def upgrade() -> None:
             assert!(read(src).unwrap_err().0.starts_with("line "), "{src}");
         }
         assert_eq!(read("revision = 'a\\d'\n").unwrap().revision.as_deref(), Some("a\\d"));
+        // Inside a block that runs at import: refused. Inside a function or a class: not read.
+        for src in [
+            "revision = 'x'\nif True:\n    revision = 'zzz'\n",
+            "revision = 'x'\ntry:\n    down_revision = None\nexcept Exception:\n    pass\n",
+            "revision = 'x'\nfor revision in ['b']:\n    pass\n",
+        ] {
+            let err = read(src).unwrap_err().0;
+            assert!(err.contains("a top-level `"), "{src}: {err}");
+        }
+        let d = read("revision = 'x'\ndef f():\n    revision = 'no'\nclass C:\n    revision = 'no'\nif revision == 'x':\n    pass\n").unwrap();
+        assert_eq!(d.revision.as_deref(), Some("x"));
     }
 
     #[test]
