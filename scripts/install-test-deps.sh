@@ -10,7 +10,7 @@ need=()
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v setpriv >/dev/null 2>&1 && command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 

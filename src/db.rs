@@ -10,7 +10,8 @@ use sqlx::{ConnectOptions, Connection, MySqlConnection, PgConnection, SqliteConn
 
 use crate::classify::{Class, Failure, classify_sqlx, describe_sqlx};
 use crate::net::{host_string, race, resolve};
-use crate::target::{Endpoint, Redactor, Target, TargetKind};
+use crate::redact::scrub;
+use crate::target::{Endpoint, Target, TargetKind};
 
 /// A live connection to one of the supported databases.
 pub enum DbConn {
@@ -33,14 +34,12 @@ impl DbConn {
 /// Connects (and logs in) to a database target. Returns the connection and where it landed: an
 /// address, a socket path or a file.
 pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, String), Failure> {
-    let redactor = &target.redactor;
     match &target.kind {
         TargetKind::Postgres { endpoint, options } => {
             let options = (**options).clone().disable_statement_logging();
             let (conn, at) = connect_network::<PgConnection, _>(
                 endpoint,
                 options,
-                redactor,
                 stagger,
                 |o, addr| o.host(&host_string(&addr)).port(addr.port()),
                 |o, path| o.socket(path),
@@ -53,7 +52,6 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
             let (conn, at) = connect_network::<MySqlConnection, _>(
                 endpoint,
                 options,
-                redactor,
                 stagger,
                 |o, addr| o.host(&host_string(&addr)).port(addr.port()),
                 |o, path| o.socket(path),
@@ -66,7 +64,7 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
                 check_directory(path, *writable)?;
             }
             let options = (**options).clone().disable_statement_logging();
-            let conn = login::<SqliteConnection>(options, redactor.clone()).await?;
+            let conn = login::<SqliteConnection>(options).await?;
             let at = path.as_ref().map_or_else(|| ":memory:".into(), |p| p.display().to_string());
             Ok((DbConn::Sqlite(conn), at))
         }
@@ -79,7 +77,6 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
 async fn connect_network<C, O>(
     endpoint: &Endpoint,
     options: O,
-    redactor: &Redactor,
     stagger: Duration,
     at_addr: impl Fn(O, std::net::SocketAddr) -> O,
     at_socket: impl Fn(O, &std::path::Path) -> O,
@@ -90,7 +87,7 @@ where
 {
     match endpoint {
         Endpoint::Unix(path) => {
-            let conn = login::<C>(at_socket(options, path), redactor.clone()).await?;
+            let conn = login::<C>(at_socket(options, path)).await?;
             Ok((conn, path.display().to_string()))
         }
         Endpoint::Tcp { host, port, verify_name } => {
@@ -98,22 +95,21 @@ where
             if *verify_name {
                 // TLS checks the certificate against the name, so the driver connects by name;
                 // we resolved only to tell "no such name yet" from the rest.
-                let conn = login::<C>(options, redactor.clone()).await?;
+                let conn = login::<C>(options).await?;
                 return Ok((conn, format!("{host}:{port}")));
             }
             let (addr, conn) =
-                race(addrs, stagger, |addr| login::<C>(at_addr(options.clone(), addr), redactor.clone()))
-                    .await?;
+                race(addrs, stagger, |addr| login::<C>(at_addr(options.clone(), addr))).await?;
             Ok((conn, addr.to_string()))
         }
     }
 }
 
 /// Connects and logs in; the error is classified and scrubbed of secrets.
-async fn login<C: Connection>(options: C::Options, redactor: Redactor) -> Result<C, Failure> {
+async fn login<C: Connection>(options: C::Options) -> Result<C, Failure> {
     C::connect_with(&options)
         .await
-        .map_err(|e| Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e))))
+        .map_err(|e| Failure::new(classify_sqlx(&e), scrub(&describe_sqlx(&e)).into_owned()))
 }
 
 /// A database file on a volume: the directory must exist (the volume is mounted) and, unless

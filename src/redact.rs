@@ -71,6 +71,11 @@ pub fn register_from_raw<'a>(values: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// [`scrub`], as an owned string.
+pub fn scrub_owned(text: &str) -> String {
+    scrub(text).into_owned()
+}
+
 /// `text` with every secret hidden. Borrowed when there was nothing to hide.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
@@ -160,18 +165,13 @@ fn hide_url_passwords(text: &str) -> Option<String> {
 }
 
 /// Whether a key names a password: `password`, `PGPASSWORD`, `db_passwd`, `pwd`, `pass`.
-fn is_password_key(key: &str) -> bool {
+pub fn is_password_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.contains("password")
         || key.contains("passwd")
         || key == "pwd"
         || key == "pass"
         || key.ends_with("_pass")
-}
-
-/// Public for `target`, which decides with it which query parameters are secret.
-pub fn is_secret_key(key: &str) -> bool {
-    is_password_key(key)
 }
 
 /// `KEY=VALUE` where KEY names a password: the value, up to `&`, `;` or the end of the token.

@@ -2,8 +2,9 @@
 //!
 //! A database URL carries a password, so it never leaves this module as a plain string: the
 //! parsed [`Target`] keeps the secret inside sqlx's connect options (which are never printed) and
-//! exposes only a redacted display name. [`Redactor`] scrubs the password out of any text that
-//! might echo it back (a driver's error message, say), as a second line of defence.
+//! exposes only a redacted display name. Its passwords are registered with `crate::redact`,
+//! which scrubs them out of any output that might echo them back (a driver's error message,
+//! say), as a second line of defence.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -14,6 +15,9 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use url::Url;
+
+// Query parameters that carry a password (libpq's `password=`, and the like).
+use crate::redact::is_password_key as is_secret_param;
 
 /// A host as written by the user. Names are resolved afresh on every attempt; literals are not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +60,6 @@ pub struct Target {
     /// The redacted form shown in logs and errors, e.g. `postgres://app:***@db:5432/app`.
     pub name: String,
     pub kind: TargetKind,
-    pub redactor: Redactor,
     /// The URL as the user wrote it, password included: only ever handed to the commands preflight
     /// runs (as their `DATABASE_URL`), never printed.
     pub url: SecretUrl,
@@ -139,26 +142,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// Removes a target's password from text that may contain it (a driver's error message). The
-/// passwords are registered with [`crate::redact`] when the target is parsed, so this is
-/// [`crate::redact::scrub`]: the same rules as every other output.
-#[derive(Clone, Default)]
-pub struct Redactor {
-    secrets: usize,
-}
-
-impl fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} secrets)", self.secrets)
-    }
-}
-
-impl Redactor {
-    pub fn redact(&self, text: &str) -> String {
-        crate::redact::scrub(text).into_owned()
-    }
-}
-
 /// Why a target string was rejected. The message names the problem and the fix; it never
 /// contains the password.
 #[derive(Debug, thiserror::Error)]
@@ -206,22 +189,16 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             TargetError(format!("tcp target '{raw}' has no port: write it as tcp://HOST:PORT"))
         })?;
         let name = format!("tcp://{}:{port}", host);
-        return Ok(Target {
-            name,
-            kind: TargetKind::Tcp { host, port },
-            redactor: Redactor::default(),
-            url: SecretUrl(raw.to_owned()),
-        });
+        return Ok(Target { name, kind: TargetKind::Tcp { host, port }, url: SecretUrl(raw.to_owned()) });
     }
     if lower.starts_with("http://") {
         let (url, zone) = parse_url_with_zone(raw)?;
         let host = url_host(&url, zone)?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let redactor = redactor_for(&url);
+        register_secrets(&url);
         return Ok(Target {
             name: redacted_url(&url),
             kind: TargetKind::Http { url, host, port },
-            redactor,
             url: SecretUrl(raw.to_owned()),
         });
     }
@@ -247,7 +224,7 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
     // Normalize the scheme to the one sqlx expects; the rest is passed through untouched.
     let normalized = format!("{scheme}:{rest}");
     let (url, zone) = parse_url_with_zone(&normalized)?;
-    let redactor = redactor_for(&url);
+    register_secrets(&url);
     let name = redacted_url(&url);
     let plain = strip_zone(&normalized);
 
@@ -278,7 +255,10 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
 
     let sqlx_error = |e: sqlx::Error| {
         TargetError(
-            redactor.redact(&format!("invalid database URL '{name}': {e}: see the driver's URL parameters")),
+            crate::redact::scrub(&format!(
+                "invalid database URL '{name}': {e}: see the driver's URL parameters"
+            ))
+            .into_owned(),
         )
     };
     let kind = if scheme == "postgres" {
@@ -289,7 +269,7 @@ fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetEr
         let options = MySqlConnectOptions::from_str(&plain).map_err(sqlx_error)?;
         TargetKind::MySql { endpoint, options: Box::new(options) }
     };
-    Ok(Target { name, kind, redactor, url: SecretUrl::default() })
+    Ok(Target { name, kind, url: SecretUrl::default() })
 }
 
 fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, TargetError> {
@@ -328,7 +308,6 @@ fn parse_sqlite(raw: &str, rest: &str, sqlalchemy: bool) -> Result<Target, Targe
     Ok(Target {
         name: raw.to_owned(),
         kind: TargetKind::Sqlite { options: Box::new(options), path, writable },
-        redactor: Redactor::default(),
         url: SecretUrl::default(),
     })
 }
@@ -379,12 +358,9 @@ fn url_host(url: &Url, zone: Option<String>) -> Result<Host, TargetError> {
     }
 }
 
-/// Query parameters that carry a password (libpq's `password=`, and the like).
-fn is_secret_param(key: &str) -> bool {
-    crate::redact::is_secret_key(key)
-}
-
-fn redactor_for(url: &Url) -> Redactor {
+/// Registers the URL's passwords with [`crate::redact`], so that any output quoting one (a
+/// driver's error message) is scrubbed of it.
+fn register_secrets(url: &Url) {
     let mut secrets = Vec::new();
     if let Some(encoded) = url.password().filter(|p| !p.is_empty()) {
         if let Ok(decoded) = percent_encoding::percent_decode_str(encoded).decode_utf8() {
@@ -410,7 +386,6 @@ fn redactor_for(url: &Url) -> Redactor {
     for secret in &secrets {
         crate::redact::register(secret);
     }
-    Redactor { secrets: secrets.len() }
 }
 
 fn redacted_url(url: &Url) -> String {
@@ -458,20 +433,20 @@ mod tests {
         let t = parse_database_url("postgres://app:hunter2@db:5432/app").unwrap();
         assert_eq!(t.name, "postgres://app:***@db:5432/app");
         assert!(!format!("{t:?}").contains("hunter2"));
-        assert_eq!(t.redactor.redact("auth failed for hunter2"), "auth failed for ***");
+        assert_eq!(crate::redact::scrub("auth failed for hunter2"), "auth failed for ***");
     }
 
     #[test]
     fn percent_encoded_password_is_redacted_in_both_forms() {
-        let t = parse_database_url("mysql://u:p%40ss%2Fw@db/x").unwrap();
-        assert_eq!(t.redactor.redact("p@ss/w and p%40ss%2Fw"), "*** and ***");
+        parse_database_url("mysql://u:p%40ss%2Fw@db/x").unwrap();
+        assert_eq!(crate::redact::scrub("p@ss/w and p%40ss%2Fw"), "*** and ***");
     }
 
     #[test]
     fn password_in_the_query_is_redacted_too() {
         let t = parse_database_url("postgres:///app?host=/run/pg&user=u&password=hunter%212").unwrap();
         assert!(!t.name.contains("hunter"), "{}", t.name);
-        assert_eq!(t.redactor.redact("x hunter!2 y hunter%212"), "x *** y ***");
+        assert_eq!(crate::redact::scrub("x hunter!2 y hunter%212"), "x *** y ***");
         assert!(matches!(endpoint(&t), Endpoint::Unix(_)));
     }
 

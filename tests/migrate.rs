@@ -748,7 +748,7 @@ fn a_reader_on_a_dirty_row_fails_at_once_unless_a_writer_holds_the_lock() {
     // sqlx's lock key for the database `postgres`, held by another session.
     const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
     let key = 0x3d32_ad9e * i64::from(CRC.checksum(b"postgres"));
-    let mut holder = std::process::Command::new("psql")
+    let mut holder = std::process::Command::new(pg_bin("psql"))
         .arg(&url)
         .args(["-c", &format!("SELECT pg_advisory_lock({key})"), "-c", "SELECT pg_sleep(120)"])
         .stdout(std::process::Stdio::null())
@@ -976,7 +976,7 @@ fn a_migration_blocked_by_an_open_transaction_gives_way_then_retries() {
     sql_exec(&url, "CREATE TABLE items (id INTEGER)");
     let m = Migrations::new(&[("1_column.sql", "ALTER TABLE items ADD COLUMN c INTEGER;\n")]);
     let blocker = || {
-        std::process::Command::new("psql")
+        std::process::Command::new(pg_bin("psql"))
             .arg(&url)
             .args(["-c", "BEGIN; LOCK TABLE items IN ACCESS SHARE MODE; SELECT pg_sleep(120)"])
             .stdout(std::process::Stdio::null())

@@ -149,7 +149,7 @@ pub async fn acquire(
             }
             Err(e) => {
                 conn.close().await;
-                debug!(error = %target.redactor.redact(&e.to_string()), "lock attempt failed; retrying");
+                debug!(error = %crate::redact::scrub_owned(&e.to_string()), "lock attempt failed; retrying");
                 let Some(step) = schedule.next(Instant::now(), &mut rng) else {
                     return Err(lock_timeout(target, timeout, None));
                 };

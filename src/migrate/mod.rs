@@ -392,7 +392,7 @@ async fn connect(target: &Target, policy: &WaitPolicy, until: Instant) -> Result
 fn db_error(target: &Target, e: &sqlx::Error) -> Error {
     Error::Dependency {
         target: target.name.clone(),
-        failure: Failure::new(classify_sqlx(e), target.redactor.redact(&describe_sqlx(e))),
+        failure: Failure::new(classify_sqlx(e), crate::redact::scrub_owned(&describe_sqlx(e))),
     }
 }
 

@@ -195,7 +195,7 @@ impl<'a> Sql<'a> {
                 let message = format!(
                     "migration {} failed{line}: {}; {state}{earlier}",
                     self.file_of(version),
-                    self.target.redactor.redact(&describe_sqlx(&err))
+                    crate::redact::scrub_owned(&describe_sqlx(&err))
                 );
                 // The server went away or said "not yet" (a restart, a busy SQLite file): not
                 // the migration's fault, and the phase may try again (see `apply_retrying`).
@@ -210,7 +210,7 @@ impl<'a> Sql<'a> {
             }
             MigrateError::Execute(err) => db_error(self.target, &err),
             other => Error::Migrate {
-                message: self.target.redactor.redact(&other.to_string()),
+                message: crate::redact::scrub_owned(&other.to_string()),
                 exit: Exit::MigrationFailed,
             },
         }
@@ -330,7 +330,7 @@ impl<'a> Sql<'a> {
         let message = format!(
             "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
             line.map(|l| format!(" at line {l}")).unwrap_or_default(),
-            self.target.redactor.redact(&describe_sqlx(e))
+            crate::redact::scrub_owned(&describe_sqlx(e))
         );
         let class = crate::classify::classify_sqlx(e);
         if !class.is_permanent() {

@@ -28,7 +28,6 @@ pub struct Ready {
 
 /// Runs one attempt.
 pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failure> {
-    let redactor = &target.redactor;
     match &target.kind {
         TargetKind::Tcp { host, port } => {
             let addrs = resolve(host, *port).await?;
@@ -43,7 +42,9 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
         }
         TargetKind::Postgres { .. } | TargetKind::MySql { .. } | TargetKind::Sqlite { .. } => {
             let (mut conn, at) = db::connect(target, stagger).await?;
-            let fail = |e: sqlx::Error| Failure::new(classify_sqlx(&e), redactor.redact(&describe_sqlx(&e)));
+            let fail = |e: sqlx::Error| {
+                Failure::new(classify_sqlx(&e), crate::redact::scrub_owned(&describe_sqlx(&e)))
+            };
             let check = sqlx::raw_sql("SELECT 1");
             match &mut conn {
                 DbConn::Pg(c) => check.execute(c).await.map(drop),

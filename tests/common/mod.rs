@@ -79,7 +79,7 @@ fn copy_dir(from: &Path, to: &Path) {
     run(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
-fn pg_bin(name: &str) -> PathBuf {
+pub fn pg_bin(name: &str) -> PathBuf {
     let root = Path::new("/usr/lib/postgresql");
     let mut versions: Vec<_> = fs::read_dir(root)
         .expect("PostgreSQL binaries under /usr/lib/postgresql")
