@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{debug, error, info};
 
-use crate::config::{Command, Config, InitPlan, MigratePhase, WaitConfig};
+use crate::config::{Command, Config, ConfigError, InitPlan, MigratePhase, WaitConfig};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::migrate::{self, Action};
@@ -22,9 +22,10 @@ pub fn run(config: Config, started: Instant) -> Exit {
     let result = match config.command {
         Command::Wait(wait) => {
             if wait.targets.is_empty() {
-                Err(Error::Config(
-                    "nothing to wait for: set DATABASE_URL or --database-url, or pass --wait-for".into(),
-                ))
+                Err(ConfigError::Rule(
+                    "nothing to wait for: set DATABASE_URL or --database-url, or pass --wait-for",
+                )
+                .into())
             } else {
                 phases(wait, None, &mut timings)
             }
@@ -44,10 +45,7 @@ pub fn run(config: Config, started: Instant) -> Exit {
                 let current =
                     runtime()?.block_on(migrate::status(&phase.database, &phase.config, json, &policy))?;
                 if check && !current {
-                    return Err(Error::Migrate {
-                        message: "the schema is not current (see the list above)".into(),
-                        exit: Exit::NotCurrent,
-                    });
+                    return Err(migrate::error::MigrateError::NotCurrent.into());
                 }
                 Ok(())
             })

@@ -16,6 +16,123 @@ use crate::supervise::user::User;
 use crate::target::{self, Target, TargetKind};
 use crate::wait::{Backoff, WaitPolicy};
 
+/// Why the command line or the environment was refused (exit 2, before anything connects or
+/// is created). Each message names the option and the fix. None quotes a value that may hold a
+/// password: URLs are judged by `target`, whose errors never contain one, and command lines
+/// are not quoted back.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A rule about one option or between several, in fixed words.
+    #[error("{0}")]
+    Rule(&'static str),
+
+    #[error("{flag} '{raw}' is not a duration ({source}): write e.g. 250ms, 5s or 2m")]
+    NotADuration {
+        flag: String,
+        raw: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+
+    #[error(
+        "{flag} '{raw}' is more than a year: write a shorter duration (0, where the flag takes it, means none)"
+    )]
+    TooLong { flag: String, raw: String },
+
+    #[error("--backoff-max ({max}) is below --backoff-base ({base}): raise it or lower the base")]
+    BackoffBelowBase { max: String, base: String },
+
+    #[error(
+        "--database-url-env {name}: the environment variable {name} is not set (or not UTF-8): set it to the \
+         database URL, or drop --database-url-env to read DATABASE_URL"
+    )]
+    UnsetUrlVariable { name: String },
+
+    /// A URL or target, and where it came from.
+    #[error("{from}: {source}")]
+    Target {
+        from: String,
+        #[source]
+        source: target::TargetError,
+    },
+
+    #[error(
+        "no migrations: pass --migrations DIR (or create ./migrations), --alembic-config alembic.ini, or \
+         --migrate-command{}",
+        if *pyproject {
+            " (pyproject.toml's [tool.alembic] is not read: put script_location in an alembic.ini)"
+        } else {
+            ""
+        }
+    )]
+    NoMigrations { pyproject: bool },
+
+    #[error("{flag} {}: no such directory; point it at your migrations, or use --migrate-command", dir.display())]
+    NoFolder { flag: &'static str, dir: PathBuf },
+
+    #[error(
+        "{flag} {}: this folder holds Python files and no .sql file, like an Alembic script folder: pass \
+         --alembic-config with its alembic.ini (or --migrations for a folder of SQL files)",
+        dir.display()
+    )]
+    AlembicFolder { flag: &'static str, dir: PathBuf },
+
+    /// A migrations folder whose files do not make one plan (`SqlFolder::read`'s words).
+    #[error("{flag} {}: {why}", dir.display())]
+    Folder { flag: &'static str, dir: PathBuf, why: String },
+
+    /// A statement that must not be in a migration (`SqlFolder::check_statements`' words).
+    #[error("{}: {why}", dir.display())]
+    Statements { dir: PathBuf, why: String },
+
+    #[error(
+        "{what} {version}: no migration in {} has this version; give one of its versions{}",
+        dir.display(),
+        if *or_zero { ", or 0 for all" } else { "" }
+    )]
+    UnknownVersion { what: &'static str, version: i64, dir: PathBuf, or_zero: bool },
+
+    #[error("revert --to {spec}: revert goes back to a revision (or base); to go to the heads, run migrate")]
+    RevertToHeads { spec: String },
+
+    /// A revision the Alembic project does not resolve (the graph's words).
+    #[error("{}: {why}", ini.display())]
+    Revision { ini: PathBuf, why: String },
+
+    #[error("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT")]
+    RewriteSignal { spec: String },
+
+    #[error("{flag} {problem}")]
+    Command { flag: &'static str, problem: CommandProblem },
+}
+
+/// What is wrong with a command line given in an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandProblem {
+    Assignment,
+    Empty,
+    UnbalancedQuote,
+}
+
+impl std::fmt::Display for CommandProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CommandProblem::Assignment => {
+                "starts with a variable assignment, and commands run without a shell: set the variable in the \
+                 environment, or write `env NAME=VALUE command …`"
+            }
+            CommandProblem::Empty => "is empty: give the command to run, or leave the option out",
+            CommandProblem::UnbalancedQuote => "has an unbalanced quote: close it, or escape it with \\",
+        })
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Usage(Box::new(e))
+    }
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub command: Command,
@@ -108,20 +225,18 @@ impl Config {
                     }
                     Some(cli::MigrateAction::Revert(r)) => {
                         if r.steps == Some(0) {
-                            return Err(Error::Config(
-                                "--steps 0 reverts nothing: give 1 or more, or --to a revision".into(),
-                            ));
+                            return Err(ConfigError::Rule(
+                                "--steps 0 reverts nothing: give 1 or more, or --to a revision",
+                            )
+                            .into());
                         }
                         let action = Action::Revert { to: r.to, steps: r.steps.unwrap_or(1) };
                         (r.wait, r.migrate, action)
                     }
                     Some(cli::MigrateAction::Reset(r)) => {
                         if !r.confirm_destroy_all_data {
-                            return Err(Error::Config(
-                                "reset drops every table and row in the database, then re-applies every migration: \
-                                 pass --confirm-destroy-all-data to do it (and --backup to keep a copy)"
-                                    .into(),
-                            ));
+                            return Err(ConfigError::Rule("reset drops every table and row in the database, then re-applies every migration: \
+                                 pass --confirm-destroy-all-data to do it (and --backup to keep a copy)").into());
                         }
                         (r.wait, r.migrate, Action::Reset)
                     }
@@ -137,11 +252,8 @@ impl Config {
                 let phase = MigratePhase::from_args(&wait, st.migrate, true)?
                     .expect("required=true yields a phase or an error");
                 if matches!(phase.config.source, Source::Command { .. }) {
-                    return Err(Error::Config(
-                        "status reads SQL migrations (--migrations DIR) or an Alembic project (--alembic-config); \
-                         with --migrate-command ask your tool"
-                            .into(),
-                    ));
+                    return Err(ConfigError::Rule("status reads SQL migrations (--migrations DIR) or an Alembic project (--alembic-config); \
+                         with --migrate-command ask your tool").into());
                 }
                 Command::Status { wait, phase, json: st.format == cli::StatusFormat::Json, check: st.check }
             }
@@ -156,20 +268,16 @@ impl WaitConfig {
         let mut database = None;
         let (source, url) = match args.database_url_env.as_deref() {
             Some(name) => {
-                let url = std::env::var(name).map_err(|_| {
-                    Error::Config(format!(
-                        "--database-url-env {name}: the environment variable {name} is not set (or not \
-                         UTF-8): set it to the database URL, or drop --database-url-env to read DATABASE_URL"
-                    ))
-                })?;
+                let url = std::env::var(name)
+                    .map_err(|_| ConfigError::UnsetUrlVariable { name: name.to_owned() })?;
                 (name.to_owned(), Some(url))
             }
             None => ("--database-url / DATABASE_URL".to_owned(), args.database_url),
         };
         let database_from_named_env = args.database_url_env.is_some();
         if let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) {
-            let target =
-                target::parse_database_url(url).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+            let target = target::parse_database_url(url)
+                .map_err(|e| ConfigError::Target { from: source.clone(), source: e })?;
             database = Some(target.clone());
             targets.push(target);
         }
@@ -182,7 +290,10 @@ impl WaitConfig {
             (args.wait_for, "--wait-for")
         };
         for raw in wait_for.iter().filter(|r| !r.trim().is_empty()) {
-            targets.push(target::parse_wait_for(raw).map_err(|e| Error::Config(format!("{from}: {e}")))?);
+            targets.push(
+                target::parse_wait_for(raw)
+                    .map_err(|e| ConfigError::Target { from: from.to_owned(), source: e })?,
+            );
         }
 
         let timeout = duration("--timeout", &args.timeout)?;
@@ -191,21 +302,21 @@ impl WaitConfig {
         let cap = duration("--backoff-max", &args.backoff_max)?;
         let stagger = duration("--connect-stagger", &args.connect_stagger)?;
         if attempt_timeout.is_zero() {
-            return Err(Error::Config(
-                "--attempt-timeout must be more than 0: give each attempt time, e.g. 5s".into(),
-            ));
+            return Err(ConfigError::Rule(
+                "--attempt-timeout must be more than 0: give each attempt time, e.g. 5s",
+            )
+            .into());
         }
         if base.is_zero() {
-            return Err(Error::Config("--backoff-base must be more than 0, e.g. 50ms".into()));
+            return Err(ConfigError::Rule("--backoff-base must be more than 0, e.g. 50ms").into());
         }
         if cap < base {
-            return Err(Error::Config(format!(
-                "--backoff-max ({}) is below --backoff-base ({}): raise it or lower the base",
-                args.backoff_max, args.backoff_base
-            )));
+            return Err(
+                ConfigError::BackoffBelowBase { max: args.backoff_max, base: args.backoff_base }.into()
+            );
         }
         if stagger.is_zero() {
-            return Err(Error::Config("--connect-stagger must be more than 0, e.g. 250ms".into()));
+            return Err(ConfigError::Rule("--connect-stagger must be more than 0, e.g. 250ms").into());
         }
         let policy = WaitPolicy {
             backoff: Backoff { base, cap },
@@ -233,24 +344,13 @@ impl MigratePhase {
         };
         let Some(source) = source(&args, mode)? else {
             if mode == SchemaMode::Wait {
-                return Err(Error::Config(
-                    "--schema wait needs to know what \"current\" means: give the migrations (--migrations DIR, \
-                     --alembic-config FILE) or a --schema-check-command"
-                        .into(),
-                ));
+                return Err(ConfigError::Rule("--schema wait needs to know what \"current\" means: give the migrations (--migrations DIR, \
+                     --alembic-config FILE) or a --schema-check-command").into());
             }
             if required {
                 let pyproject =
                     std::fs::read_to_string("pyproject.toml").is_ok_and(|t| t.contains("[tool.alembic]"));
-                return Err(Error::Config(format!(
-                    "no migrations: pass --migrations DIR (or create ./migrations), --alembic-config alembic.ini, \
-                     or --migrate-command{}",
-                    if pyproject {
-                        " (pyproject.toml's [tool.alembic] is not read: put script_location in an alembic.ini)"
-                    } else {
-                        ""
-                    }
-                )));
+                return Err(ConfigError::NoMigrations { pyproject }.into());
             }
             return Ok(None);
         };
@@ -258,10 +358,7 @@ impl MigratePhase {
             if mode == SchemaMode::Skip {
                 return Ok(None);
             }
-            return Err(Error::Config(
-                "migrations need the database: set DATABASE_URL or --database-url (the lock and the version table live there)"
-                    .into(),
-            ));
+            return Err(ConfigError::Rule("migrations need the database: set DATABASE_URL or --database-url (the lock and the version table live there)").into());
         };
         // PostgreSQL and SQLite run a migration in a transaction that its own COMMIT would
         // cut short. MySQL commits DDL implicitly anyway, and projects there manage their own
@@ -274,12 +371,10 @@ impl MigratePhase {
         if let (Source::Dir(folder), Some(dialect)) = (&source, dialect) {
             folder
                 .check_statements(dialect)
-                .map_err(|e| Error::Config(format!("{}: {e}", folder.dir.display())))?;
+                .map_err(|why| ConfigError::Statements { dir: folder.dir.clone(), why })?;
         }
         if args.single_transaction && matches!(database.kind, TargetKind::MySql { .. }) {
-            return Err(Error::Config(
-                "--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag".into(),
-            ));
+            return Err(ConfigError::Rule("--single-transaction cannot work on MySQL/MariaDB, which commits DDL implicitly: drop the flag").into());
         }
         let backup = match (&args.backup_command, args.backup, &database.kind) {
             (Some(cmd), _, _) => Some(Backup::Command(split_command("--backup-command", cmd)?)),
@@ -294,11 +389,11 @@ impl MigratePhase {
                 keep: args.backup_keep.max(1),
             }),
             (None, true, _) => {
-                return Err(Error::Config(
+                return Err(ConfigError::Rule(
                     "--backup makes SQLite copies only: for this database give --backup-command, \
-                     e.g. 'pg_dump -Fc -f /backups/app-${PREFLIGHT_BACKUP_STAMP}.dump $DATABASE_URL'"
-                        .into(),
-                ));
+                     e.g. 'pg_dump -Fc -f /backups/app-${PREFLIGHT_BACKUP_STAMP}.dump $DATABASE_URL'",
+                )
+                .into());
             }
             (None, false, _) => None,
         };
@@ -335,31 +430,22 @@ fn source(args: &cli::MigrateArgs, mode: SchemaMode) -> Result<Option<Source>, E
     };
     if let Some(ini) = alembic {
         if check.is_some() {
-            return Err(Error::Config(
-                "--schema-check-command is not needed with an Alembic project: preflight reads alembic_version \
-                 itself; drop it"
-                    .into(),
-            ));
+            return Err(ConfigError::Rule("--schema-check-command is not needed with an Alembic project: preflight reads alembic_version \
+                 itself; drop it").into());
         }
         let project = Project::load(&ini, &args.alembic_version_table)?;
         return Ok(Some(Source::Alembic { project: std::sync::Arc::new(project), upgrade: command }));
     }
     if let Some(argv) = command {
         if mode == SchemaMode::Wait && check.is_none() {
-            return Err(Error::Config(
-                "--schema wait with --migrate-command needs --schema-check-command (exit 0 when current), or use \
-                 --alembic-config for an Alembic project"
-                    .into(),
-            ));
+            return Err(ConfigError::Rule("--schema wait with --migrate-command needs --schema-check-command (exit 0 when current), or use \
+                 --alembic-config for an Alembic project").into());
         }
         return Ok(Some(Source::Command { argv, check }));
     }
     if let Some(check) = check {
         if mode != SchemaMode::Wait {
-            return Err(Error::Config(
-                "--schema-check-command alone is for readers (--schema wait); a writer needs --migrate-command too"
-                    .into(),
-            ));
+            return Err(ConfigError::Rule("--schema-check-command alone is for readers (--schema wait); a writer needs --migrate-command too").into());
         }
         return Ok(Some(Source::Command { argv: Vec::new(), check: Some(check) }));
     }
@@ -369,20 +455,15 @@ fn source(args: &cli::MigrateArgs, mode: SchemaMode) -> Result<Option<Source>, E
         None => return Ok(None),
     };
     if !dir.is_dir() {
-        return Err(Error::Config(format!(
-            "{flag} {}: no such directory; point it at your migrations, or use --migrate-command",
-            dir.display()
-        )));
+        return Err(ConfigError::NoFolder { flag, dir }.into());
     }
     if looks_like_alembic(&dir) {
-        return Err(Error::Config(format!(
-            "{flag} {}: this folder holds Python files and no .sql file, like an Alembic script folder: \
-             pass --alembic-config with its alembic.ini (or --migrations for a folder of SQL files)",
-            dir.display()
-        )));
+        return Err(ConfigError::AlembicFolder { flag, dir }.into());
     }
-    let folder = crate::migrate::SqlFolder::read(&dir)
-        .map_err(|e| Error::Config(format!("{flag} {}: {e}", dir.display())))?;
+    let folder = match crate::migrate::SqlFolder::read(&dir) {
+        Ok(folder) => folder,
+        Err(why) => return Err(ConfigError::Folder { flag, dir, why }.into()),
+    };
     Ok(Some(Source::Dir(std::sync::Arc::new(folder))))
 }
 
@@ -401,20 +482,14 @@ fn looks_like_alembic(dir: &Path) -> bool {
 fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
     match (source, action) {
         (Source::Command { .. }, Action::Apply { dry_run: false }) => Ok(()),
-        (Source::Command { .. }, _) => Err(Error::Config(
-            "stamp, revert, reset and --dry-run work on SQL migrations (--migrations DIR) and Alembic projects \
-             (--alembic-config); with --migrate-command use your tool's own"
-                .into(),
-        )),
+        (Source::Command { .. }, _) => Err(ConfigError::Rule("stamp, revert, reset and --dry-run work on SQL migrations (--migrations DIR) and Alembic projects \
+             (--alembic-config); with --migrate-command use your tool's own").into()),
         (Source::Dir(folder), Action::Stamp(Some(v))) => {
             let version = crate::migrate::sql_version("stamp", v)?;
             if folder.has(version) {
                 Ok(())
             } else {
-                Err(Error::Config(format!(
-                    "stamp {version}: no migration in {} has this version; give one of its versions",
-                    folder.dir.display()
-                )))
+                Err(ConfigError::UnknownVersion { what: "stamp", version, dir: folder.dir.clone(), or_zero: false }.into())
             }
         }
         (Source::Dir(folder), Action::Revert { to: Some(v), .. }) => {
@@ -422,19 +497,14 @@ fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
             if version == 0 || folder.has(version) {
                 Ok(())
             } else {
-                Err(Error::Config(format!(
-                    "--to {version}: no migration in {} has this version; give one of its versions, or 0 for all",
-                    folder.dir.display()
-                )))
+                Err(ConfigError::UnknownVersion { what: "--to", version, dir: folder.dir.clone(), or_zero: true }.into())
             }
         }
         (Source::Alembic { .. }, Action::Revert { to: Some(spec), .. }) if spec == "heads" || spec == "head" => {
-            Err(Error::Config(format!(
-                "revert --to {spec}: revert goes back to a revision (or base); to go to the heads, run migrate"
-            )))
+            Err(ConfigError::RevertToHeads { spec: spec.clone() }.into())
         }
         (Source::Alembic { project, .. }, Action::Stamp(Some(spec)) | Action::Revert { to: Some(spec), .. }) => {
-            project.graph.resolve(spec).map(drop).map_err(|e| Error::Config(format!("{}: {e}", project.ini.display())))
+            project.graph.resolve(spec).map(drop).map_err(|why| ConfigError::Revision { ini: project.ini.clone(), why }.into())
         }
         _ => Ok(()),
     }
@@ -466,7 +536,7 @@ fn init_config(args: &cli::InitArgs) -> Result<(InitConfig, Vec<String>), Error>
     }
     let mut rewrites = Vec::new();
     for spec in args.rewrite_signal.iter().filter(|s| !s.trim().is_empty()) {
-        let bad = || Error::Config(format!("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT"));
+        let bad = || ConfigError::RewriteSignal { spec: spec.clone() };
         let (from, to) = spec.split_once(':').ok_or_else(bad)?;
         let (from, to) = (parse_signal(from).ok_or_else(bad)?, parse_signal(to).ok_or_else(bad)?);
         rewrites.push((from, to));
@@ -507,22 +577,17 @@ fn parse_signal(raw: &str) -> Option<i32> {
 
 /// Splits a command line into argv the way a POSIX shell would quote it, without running one:
 /// scratch images have no shell.
-fn split_command(flag: &str, raw: &str) -> Result<Vec<String>, Error> {
+fn split_command(flag: &'static str, raw: &str) -> Result<Vec<String>, Error> {
     match shlex::split(raw) {
         // `NAME=value cmd` is a shell's syntax; without a shell it would be run as a program
         // named `NAME=value`.
         Some(argv) if argv[0].split('/').next().is_some_and(|w| w.contains('=')) => {
-            Err(Error::Config(format!(
-                "{flag} starts with a variable assignment, and commands run without a shell: \
-                 set the variable in the environment, or write `env NAME=VALUE command …`"
-            )))
+            Err(ConfigError::Command { flag, problem: CommandProblem::Assignment }.into())
         }
         Some(argv) if !argv.is_empty() => Ok(argv),
-        Some(_) => {
-            Err(Error::Config(format!("{flag} is empty: give the command to run, or leave the option out")))
-        }
+        Some(_) => Err(ConfigError::Command { flag, problem: CommandProblem::Empty }.into()),
         // Not quoted back: the command line may hold a password.
-        None => Err(Error::Config(format!("{flag} has an unbalanced quote: close it, or escape it with \\"))),
+        None => Err(ConfigError::Command { flag, problem: CommandProblem::UnbalancedQuote }.into()),
     }
 }
 
@@ -535,13 +600,13 @@ pub fn duration(flag: &str, raw: &str) -> Result<Duration, Error> {
     if raw == "0" {
         return Ok(Duration::ZERO);
     }
-    let d = humantime::parse_duration(raw).map_err(|e| {
-        Error::Config(format!("{flag} '{raw}' is not a duration ({e}): write e.g. 250ms, 5s or 2m"))
+    let d = humantime::parse_duration(raw).map_err(|source| ConfigError::NotADuration {
+        flag: flag.to_owned(),
+        raw: raw.to_owned(),
+        source,
     })?;
     if d > YEAR {
-        return Err(Error::Config(format!(
-            "{flag} '{raw}' is more than a year: write a shorter duration (0, where the flag takes it, means none)"
-        )));
+        return Err(ConfigError::TooLong { flag: flag.to_owned(), raw: raw.to_owned() }.into());
     }
     Ok(d)
 }

@@ -19,7 +19,7 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
         format!("{},sqlx=warn", config.filter)
     };
     let filter = EnvFilter::try_new(&directives).map_err(|e| {
-        Error::Config(format!(
+        Error::usage(format!(
             "--log-level / PREFLIGHT_LOG '{}' is not a valid filter ({e}): use e.g. info or debug",
             config.filter
         ))

@@ -10,7 +10,6 @@ use tracing::info;
 use super::{MigrateConfig, command_env};
 use crate::db::DbConn;
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::Target;
 
 #[derive(Debug, Clone)]
@@ -109,10 +108,7 @@ fn failed(backup: &Backup, why: String) -> Error {
         Backup::Sqlite { .. } => "--backup",
         Backup::Command(_) => "--backup-command",
     };
-    Error::Migrate {
-        message: format!("backup failed, so no migration ran: {why}; fix the backup or drop {flag}"),
-        exit: Exit::BackupFailed,
-    }
+    super::error::MigrateError::Backup { flag, why }.into()
 }
 
 /// Removes what unfinished backups of `stem` left in `dir` (the file and SQLite's journals)

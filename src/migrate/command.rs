@@ -10,10 +10,10 @@ use std::process::ExitStatus;
 
 use tracing::{debug, info};
 
+use super::error::MigrateError;
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, command_env, process};
 use crate::db::DbConn;
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::Target;
 
 pub(super) struct Command<'a> {
@@ -44,15 +44,7 @@ impl<'a> Command<'a> {
             return Ok(true);
         }
         if broken(status) {
-            return Err(Error::Migrate {
-                message: format!(
-                    "the schema check command '{}' is broken ({status}): a check exits 0 when the schema is \
-                     current and 1 when not; exit 2 usually means an option its version lacks (Alembic \
-                     before 1.17 has no `current --check-heads`: use --alembic-config instead)",
-                    check[0]
-                ),
-                exit: Exit::CommandFailed,
-            });
+            return Err(MigrateError::CheckBroken { program: check[0].clone(), status }.into());
         }
         debug!(%status, "schema check command says not current yet");
         Ok(false)
@@ -106,15 +98,8 @@ impl SchemaSource for Command<'_> {
         }
         let status = process::run(self.argv, &self.argv[0], "migration command", &self.env()).await?;
         if !status.success() {
-            return Err(Error::Migrate {
-                message: format!(
-                    "the migration command '{}' failed ({status}); its own output above says why; the database \
-                     is in whatever state the command left it",
-                    // Only the program: its arguments may carry secrets.
-                    self.argv[0]
-                ),
-                exit: Exit::CommandFailed,
-            });
+            // Only the program: its arguments may carry secrets.
+            return Err(MigrateError::CommandFailed { program: self.argv[0].clone(), status }.into());
         }
         info!("migration command done");
         Ok(1)

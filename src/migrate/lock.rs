@@ -25,11 +25,11 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::error::MigrateError;
 use super::store::{self, Holder};
 use crate::classify::Failure;
 use crate::db::{self, DbConn};
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::{Target, TargetKind};
 use crate::wait::{Backoff, Schedule, millis};
 
@@ -243,21 +243,13 @@ fn dependency(target: &Target, failure: Failure) -> Error {
 }
 
 fn lock_timeout(target: &Target, timeout: Duration, holder: Option<Holder>) -> Error {
-    let who = holder.map_or_else(String::new, |h| {
+    let holder = holder.map(|h| {
         let name = if h.name.is_empty() { "an unnamed session" } else { &h.name };
         let from = h.client.as_deref().map(|c| format!(" from {c}")).unwrap_or_default();
         let age = h.held_for.map(|d| format!(", for {}s", d.as_secs())).unwrap_or_default();
-        format!(" (held by {name}{from}{age})")
+        format!("{name}{from}{age}")
     });
-    Error::Migrate {
-        message: format!(
-            "could not take the migration lock on {} within {}{who}: another migration is still \
-             running; raise --lock-timeout, or find and stop the holder",
-            target.name,
-            humantime::format_duration(timeout)
-        ),
-        exit: Exit::LockTimeout,
-    }
+    MigrateError::LockTimeout { target: target.name.clone(), within: timeout, holder }.into()
 }
 
 /// The holder of a lock file, as it wrote itself when it took the lock (`NAME since UNIX`). A
@@ -322,13 +314,7 @@ async fn acquire_file(
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::Migrate {
-                message: format!(
-                    "cannot open the lock file {}: {e}; the database's directory must be writable",
-                    path.display()
-                ),
-                exit: Exit::MigrationFailed,
-            })?;
+            .map_err(|source| MigrateError::LockFile { path: path.clone(), source })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 // Say who we are and since when, for the next waiter's progress line.

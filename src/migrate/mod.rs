@@ -16,6 +16,7 @@
 pub mod alembic;
 pub mod backup;
 mod command;
+pub mod error;
 mod lock;
 pub mod plan;
 mod process;
@@ -39,9 +40,9 @@ use tracing::{debug, info, warn};
 use crate::classify::{Failure, classify_sqlx, describe_sqlx};
 use crate::db::{self, DbConn};
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::Target;
 use crate::wait::{Schedule, WaitPolicy, millis};
+use error::MigrateError;
 
 /// Where migrations come from.
 #[derive(Debug, Clone)]
@@ -180,9 +181,8 @@ pub async fn status(
         Source::Alembic { project, upgrade } => {
             alembic::Alembic::new(project, upgrade.as_deref(), target, config).status(&mut conn, json).await
         }
-        Source::Command { .. } => Err(Error::Config(
-            "status reads SQL migrations or an Alembic project; with --migrate-command ask your tool".into(),
-        )),
+        // Refused with exit 2 while the configuration is read.
+        Source::Command { .. } => Err(Error::Internal("status has no reader for --migrate-command".into())),
     };
     conn.close().await;
     result
@@ -343,14 +343,8 @@ impl Phase<'_> {
                 return Ok(());
             }
             let Some(step) = schedule.next(Instant::now(), &mut rng) else {
-                return Err(Error::Migrate {
-                    message: format!(
-                        "the schema is still not current after {}: is the writer (a process with --schema apply) \
-                         running? Raise --timeout if its migrations take longer",
-                        humantime::format_duration(Duration::from_millis(millis(start.elapsed())))
-                    ),
-                    exit: Exit::Timeout,
-                });
+                let waited = Duration::from_millis(millis(start.elapsed()));
+                return Err(MigrateError::NeverCurrent { waited }.into());
             };
             if step.report {
                 info!(

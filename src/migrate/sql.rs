@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::{MigrateError, Migration, MigrationType};
+use sqlx::migrate::{Migration, MigrationType};
 use tracing::{info, warn};
 
 mod files;
@@ -11,12 +11,11 @@ mod statements;
 pub use files::Folder;
 pub use statements::{Dialect, split as split_statements};
 
+use super::error::{Blocked, Left, MigrateError};
 use super::plan::{Local, Plan, Problem, State};
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, db_error, store};
-use crate::classify::describe_sqlx;
 use crate::db::DbConn;
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::{Target, TargetKind};
 use crate::wait::millis;
 
@@ -30,11 +29,8 @@ pub(super) struct Sql<'a> {
 
 /// A stamp or revert version as the SQL source takes it: the number before `_` in a file name.
 pub fn version(flag: &str, raw: &str) -> Result<i64, Error> {
-    raw.parse::<i64>().map_err(|_| {
-        Error::Config(format!(
-            "{flag} '{raw}': give a migration version (the number before '_' in its file name)"
-        ))
-    })
+    raw.parse::<i64>()
+        .map_err(|_| MigrateError::NotAVersion { flag: flag.to_owned(), raw: raw.to_owned() }.into())
 }
 
 impl<'a> Sql<'a> {
@@ -114,16 +110,22 @@ impl<'a> Sql<'a> {
         // A target that is not behind the database is a mistake, not "nothing to do".
         match to {
             None if steps as usize > applied.len() => {
-                return Err(Error::Config(format!(
-                    "--steps {steps}: only {} migrations are applied; use fewer, or --to 0 for all",
-                    applied.len()
-                )));
+                return Err(MigrateError::TooManySteps {
+                    steps,
+                    applied: applied.len(),
+                    unit: "migrations are",
+                    at: String::new(),
+                    all: "0 for all",
+                }
+                .into());
             }
             Some(v) if v != 0 && !applied.contains(&v) => {
-                return Err(Error::Config(format!(
-                    "--to {v}: migration {} is not applied; revert only goes back, migrate goes forward",
-                    self.file_of(v)
-                )));
+                return Err(MigrateError::NotApplied {
+                    spec: v.to_string(),
+                    what: format!("migration {}", self.file_of(v)),
+                    at: String::new(),
+                }
+                .into());
             }
             _ => {}
         }
@@ -143,13 +145,7 @@ impl<'a> Sql<'a> {
                 .migrations
                 .iter()
                 .find(|m| m.version == *v && m.migration_type == MigrationType::ReversibleDown)
-                .ok_or_else(|| Error::Migrate {
-                    message: format!(
-                        "migration {} has no .down.sql, so it cannot be reverted; nothing was reverted",
-                        self.file_of(*v)
-                    ),
-                    exit: Exit::MigrationFailed,
-                })?;
+                .ok_or_else(|| MigrateError::NoDown { migration: self.file_of(*v) })?;
             downs.push(down);
         }
         if let Some(b) = &self.config.backup {
@@ -169,84 +165,63 @@ impl<'a> Sql<'a> {
     }
 
     /// `earlier` migrations of this run were already `done` (applied, or reverted) before `e`.
-    fn migrate_error(&self, e: MigrateError, earlier: usize, done: &str) -> Error {
+    fn migrate_error(&self, e: sqlx::migrate::MigrateError, earlier: usize, done: &'static str) -> Error {
         match e {
-            MigrateError::ExecuteMigration(err, version) => {
+            sqlx::migrate::MigrateError::ExecuteMigration(source, version) => {
                 let m = self.up(version);
-                let line = error_line(&err, m).map(|l| format!(" at line {l}")).unwrap_or_default();
-                let state = if self.mysql() {
-                    format!(
-                        "MySQL commits DDL as it goes, so the database may be partially changed and the \
-                         migration is recorded as dirty: repair the schema by hand, then \
-                         DELETE FROM _sqlx_migrations WHERE version = {version} and run again"
-                    )
+                let left = if self.mysql() {
+                    Left::MySqlDirty { version }
                 } else if m.no_tx {
-                    "it ran without a transaction (-- no-transaction), so statements before the failure \
-                     may have taken effect"
-                        .to_owned()
+                    Left::NoTransaction
                 } else {
-                    "it was rolled back: nothing of it was applied".to_owned()
+                    Left::RolledBack
                 };
-                let earlier = if earlier > 0 {
-                    format!("; {earlier} earlier migration(s) of this run stay {done}")
-                } else {
-                    String::new()
-                };
-                let message = format!(
-                    "migration {} failed{line}: {}; {state}{earlier}",
-                    self.file_of(version),
-                    crate::redact::scrub_owned(&describe_sqlx(&err))
-                );
-                // The server went away or said "not yet" (a restart, a busy SQLite file): not
-                // the migration's fault, and the phase may try again (see `apply_retrying`).
-                let class = crate::classify::classify_sqlx(&err);
-                if !class.is_permanent() {
-                    return Error::Dependency {
-                        target: self.target.name.clone(),
-                        failure: crate::classify::Failure::new(class, message),
-                    };
-                }
-                Error::Migrate { message, exit: Exit::MigrationFailed }
+                let line = error_line(&source, m);
+                self.failed(MigrateError::Failed {
+                    migration: self.file_of(version),
+                    line,
+                    source,
+                    left,
+                    earlier,
+                    done,
+                })
             }
-            MigrateError::Execute(err) => db_error(self.target, &err),
-            other => Error::Migrate {
-                message: crate::redact::scrub_owned(&other.to_string()),
-                exit: Exit::MigrationFailed,
-            },
+            sqlx::migrate::MigrateError::Execute(err) => db_error(self.target, &err),
+            source => MigrateError::Migrator { source }.into(),
+        }
+    }
+
+    /// A failed migration whose cause was the server going away or saying "not yet" (a
+    /// restart, a busy SQLite file) is not the migration's fault: a dependency failure, which
+    /// the phase may try again (see `apply_retrying`).
+    fn failed(&self, e: MigrateError) -> Error {
+        let (MigrateError::Failed { source, .. } | MigrateError::BatchFailed { source, .. }) = &e else {
+            return e.into();
+        };
+        let class = crate::classify::classify_sqlx(source);
+        if class.is_permanent() {
+            return e.into();
+        }
+        Error::Dependency {
+            target: self.target.name.clone(),
+            failure: crate::classify::Failure::new(class, e.to_string()),
         }
     }
 
     fn problem_error(&self, problem: Problem) -> Error {
+        let migration = |r: &super::plan::Row| r.file.clone().unwrap_or_else(|| r.version.to_string());
         match problem {
-            Problem::Dirty(r) => Error::Migrate {
-                message: format!(
-                    "migration {} is dirty: it started and did not finish (success = false in _sqlx_migrations){}; \
-                     repair the schema by hand, then DELETE FROM _sqlx_migrations WHERE version = {} and run again",
-                    r.file.unwrap_or_else(|| r.version.to_string()),
-                    if self.mysql() { ", and MySQL may have applied part of it" } else { "" },
-                    r.version
-                ),
-                exit: Exit::Dirty,
-            },
-            Problem::Changed(r) => Error::Migrate {
-                message: format!(
-                    "migration {} changed after it was applied (checksum mismatch; CRLF line endings cause this too): \
-                     restore the file as it was applied, and put new changes in a new migration",
-                    r.file.unwrap_or_else(|| r.version.to_string())
-                ),
-                exit: Exit::Changed,
-            },
-            Problem::Missing(r) => Error::Migrate {
-                message: format!(
-                    "migration {} ({}) is applied in the database but missing from {}: restore the file, \
-                     or pass --ignore-missing if a newer release applied it",
-                    r.version,
-                    r.description,
-                    self.folder.dir.display()
-                ),
-                exit: Exit::Missing,
+            Problem::Dirty(r) => {
+                MigrateError::Dirty { migration: migration(&r), version: r.version, mysql: self.mysql() }
+            }
+            Problem::Changed(r) => MigrateError::Changed { migration: migration(&r) },
+            Problem::Missing(r) => MigrateError::Missing {
+                version: r.version,
+                description: r.description,
+                dir: self.folder.dir.clone(),
             },
         }
+        .into()
     }
 
     /// A migration timed out waiting for a table lock (try number `tries`). A transactional one
@@ -276,33 +251,19 @@ impl<'a> Sql<'a> {
             tokio::time::sleep(pause).await;
             return Ok(());
         }
-        let state = if retriable {
-            "it was rolled back, nothing of it was applied".to_owned()
+        let left = if retriable {
+            Blocked::RolledBack
         } else if self.mysql() {
-            "MySQL may have applied part of it".to_owned()
+            Blocked::MySqlPartial
         } else {
-            "the statements before the one that waited were applied".to_owned()
+            Blocked::StatementsBefore
         };
-        Err(Error::Migrate {
-            message: format!(
-                "migration {file} could not lock its tables within {waited} ({tries} tries); {state}; \
-                 {done} migrations before it were applied; the oldest open transactions here: {blockers}; end \
-                 them (or wait until they end) and run again, or raise --ddl-lock-timeout / --ddl-retries"
-            ),
-            exit: Exit::DdlBlocked,
-        })
+        Err(MigrateError::DdlBlocked { migration: file, waited, tries, left, done, blockers }.into())
     }
 
     async fn apply_batch(&self, conn: &mut DbConn, migrations: &[&Migration]) -> Result<usize, Error> {
         if let Some(m) = migrations.iter().find(|m| m.no_tx) {
-            return Err(Error::Migrate {
-                message: format!(
-                    "migration {} is marked -- no-transaction and cannot run inside --single-transaction; \
-                     apply it on its own or drop the flag; nothing was applied",
-                    self.file_of(m.version)
-                ),
-                exit: Exit::MigrationFailed,
-            });
+            return Err(MigrateError::NoTransactionInBatch { migration: self.file_of(m.version) }.into());
         }
         let mut tries = 0;
         loop {
@@ -318,28 +279,14 @@ impl<'a> Sql<'a> {
                     tries += 1;
                     self.blocked(conn, self.up(v), tries, 0).await?;
                 }
-                Err((version, e)) => return Err(self.batch_error(version, &e)),
+                Err((version, e)) => return Err(self.batch_error(version, e)),
             }
         }
     }
 
-    fn batch_error(&self, version: Option<i64>, e: &sqlx::Error) -> Error {
-        let which =
-            version.map_or_else(|| "the batch".to_owned(), |v| format!("migration {}", self.file_of(v)));
-        let line = version.and_then(|v| error_line(e, self.up(v)));
-        let message = format!(
-            "{which} failed{}: {}; nothing was applied (the whole batch was rolled back)",
-            line.map(|l| format!(" at line {l}")).unwrap_or_default(),
-            crate::redact::scrub_owned(&describe_sqlx(e))
-        );
-        let class = crate::classify::classify_sqlx(e);
-        if !class.is_permanent() {
-            return Error::Dependency {
-                target: self.target.name.clone(),
-                failure: crate::classify::Failure::new(class, message),
-            };
-        }
-        Error::Migrate { message, exit: Exit::MigrationFailed }
+    fn batch_error(&self, version: Option<i64>, source: sqlx::Error) -> Error {
+        let line = version.and_then(|v| error_line(&source, self.up(v)));
+        self.failed(MigrateError::BatchFailed { migration: version.map(|v| self.file_of(v)), line, source })
     }
 }
 
@@ -420,7 +367,9 @@ impl SchemaSource for Sql<'_> {
                         done += 1;
                         break;
                     }
-                    Err(MigrateError::ExecuteMigration(e, _)) if store::is_lock_timeout(&e) => {
+                    Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _))
+                        if store::is_lock_timeout(&e) =>
+                    {
                         tries += 1;
                         self.blocked(conn, m, tries, done).await?;
                     }

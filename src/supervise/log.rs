@@ -43,7 +43,7 @@ pub fn level_for_supervisor() -> &'static str {
 /// Installs the supervisor's logger. `level` is one level name (`info`), as the parent passes.
 pub fn init(format: LogFormat, level: &str) -> Result<(), Error> {
     let max = LevelFilter::from_str(level).map_err(|_| {
-        Error::Config(format!(
+        Error::usage(format!(
             "--log-level '{level}' is not a level: use trace, debug, info, warn, error or off"
         ))
     })?;

@@ -36,10 +36,10 @@ pub fn exec(argv: &[OsString], user: Option<&user::User>) -> Error {
     let args = match args {
         Ok(args) if !args.is_empty() => args,
         Ok(_) => {
-            return Error::Config("run needs a command after --, e.g. -- gunicorn app:app".into());
+            return Error::usage("run needs a command after --, e.g. -- gunicorn app:app");
         }
         Err(_) => {
-            return Error::Config(format!(
+            return Error::usage(format!(
                 "the command '{}' contains a NUL byte: remove it",
                 program.to_string_lossy()
             ));
@@ -67,7 +67,7 @@ pub fn reexec_supervisor(flags: &[String], argv: &[OsString]) -> Error {
     args.push(b"--".to_vec());
     args.extend(argv.iter().map(|a| a.as_bytes().to_vec()));
     let Ok(args) = args.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>() else {
-        return Error::Config("the command contains a NUL byte: remove it".into());
+        return Error::usage("the command contains a NUL byte: remove it");
     };
     // Not std's exec: it would reset SIGPIPE after we restored the inherited disposition, and
     // the new image must record what preflight itself inherited.

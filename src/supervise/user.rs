@@ -21,7 +21,7 @@ pub struct User {
 impl User {
     /// Parses `name`, `uid`, `name:group` or `uid:gid`.
     pub fn parse(spec: &str) -> Result<User, Error> {
-        let bad = |why: String| Error::Config(format!("--user '{spec}': {why}"));
+        let bad = |why: String| Error::usage(format!("--user '{spec}': {why}"));
         let (user_part, group_part) = match spec.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (spec, None),

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use super::error::MigrateError;
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, command_env, db_error, process, store};
 use crate::db::DbConn;
 use crate::error::Error;
-use crate::exit::Exit;
 use crate::target::Target;
 use graph::{Graph, Position, Revision};
 
@@ -41,13 +41,9 @@ impl Project {
     /// Reads `ini` and every revision file it points at. Every error is a configuration error
     /// (exit 2) that names the file.
     pub fn load(ini: &Path, version_table: &str) -> Result<Project, Error> {
-        let flag = "--alembic-config";
-        let bad = |why: String| Error::Config(format!("{flag} {}: {why}", ini.display()));
+        let bad = |why: String| Error::from(MigrateError::AlembicIni { ini: ini.to_path_buf(), why });
         if !valid_table_name(version_table) {
-            return Err(Error::Config(format!(
-                "--alembic-version-table '{version_table}': write a table name (letters, digits, _), \
-                 optionally with its schema: schema.table"
-            )));
+            return Err(MigrateError::VersionTableName { name: version_table.to_owned() }.into());
         }
         let text = std::fs::read_to_string(ini).map_err(|e| bad(format!("cannot read it ({e})")))?;
         let here = std::path::absolute(ini)
@@ -197,12 +193,7 @@ fn read_revisions(files: &[PathBuf]) -> Result<Vec<Revision>, Error> {
 /// Reads and parses one revision file, through `buf` (reused from file to file: a project
 /// is read at every start, and most revision files are a few kilobytes).
 fn read_revision(file: &Path, buf: &mut Vec<u8>) -> Result<Revision, Error> {
-    let bad = |why: String| {
-        Error::Config(format!(
-            "revision file {}: {why}; preflight reads revision files without running them",
-            file.display()
-        ))
-    };
+    let bad = |why: String| Error::from(MigrateError::RevisionFile { file: file.to_path_buf(), why });
     let len = read_all(file, buf).map_err(|e| bad(format!("cannot read it ({e})")))?;
     let bytes = &buf[..len];
     // Python source is UTF-8 unless a coding line says otherwise: the rare path.
@@ -401,16 +392,12 @@ impl<'a> Alembic<'a> {
 
     fn check_missing(&self, position: &Position) -> Result<(), Error> {
         if !position.missing.is_empty() && !self.config.ignore_missing {
-            return Err(Error::Migrate {
-                message: format!(
-                    "{} names revision(s) {} that no revision file in {} has: restore the files, or pass \
-                     --ignore-missing if a newer release applied them",
-                    self.project.version_table,
-                    position.missing.join(", "),
-                    self.locations()
-                ),
-                exit: Exit::Missing,
-            });
+            return Err(MigrateError::MissingRevisions {
+                table: self.project.version_table.clone(),
+                revisions: position.missing.clone(),
+                locations: self.locations(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -419,17 +406,12 @@ impl<'a> Alembic<'a> {
         let table = &self.project.version_table;
         let rows = read_rows(conn, table).await.map_err(|e| match e {
             RowsError::Db(e) => db_error(self.target, &e),
-            RowsError::Shape(why) => Error::Config(format!(
-                "the version table {table} is not one Alembic wrote: {why}; give the table env.py uses with \
-                 --alembic-version-table (Alembic's default is alembic_version)"
-            )),
+            RowsError::Shape(why) => MigrateError::ForeignVersionTable { table: table.clone(), why }.into(),
         })?;
         let position = self.graph().locate(&rows);
         if let Some((older, newer)) = self.graph().overlapping(&position.rows) {
-            return Err(Error::Config(format!(
-                "the version table {table} holds {older} and {newer}, and {newer} descends from {older}: Alembic \
-                 refuses such a table (\"overlaps with other requested revisions\"); delete the row {older}"
-            )));
+            let (older, newer) = (older.to_owned(), newer.to_owned());
+            return Err(MigrateError::Overlapping { table: table.clone(), older, newer }.into());
         }
         Ok(position)
     }
@@ -460,23 +442,27 @@ impl<'a> Alembic<'a> {
     fn check_revert(&self, before: &Position, to: Option<&str>, steps: u32) -> Result<(), Error> {
         let at = self.describe(before);
         match to {
-            None if before.rows.len() > 1 => Err(Error::Config(format!(
-                "the database is {at}, on {} branches: --steps does not say which to go back on; name \
-                 the revision to go back to with --to",
-                before.rows.len()
-            ))),
-            None if steps as usize > before.applied.len() => Err(Error::Config(format!(
-                "--steps {steps}: only {} revisions are applied (the database is {at}); use fewer, or --to base",
-                before.applied.len()
-            ))),
+            None if before.rows.len() > 1 => {
+                Err(MigrateError::WhichBranch { at, branches: before.rows.len() }.into())
+            }
+            None if steps as usize > before.applied.len() => Err(MigrateError::TooManySteps {
+                steps,
+                applied: before.applied.len(),
+                unit: "revisions are",
+                at: format!(" (the database is {at})"),
+                all: "base",
+            }
+            .into()),
             None => Ok(()),
             Some(spec) => {
                 for target in self.resolve(spec)? {
                     if !before.applied.contains(&target) {
-                        return Err(Error::Config(format!(
-                            "--to {spec}: revision {target} is not applied (the database is {at}); revert only \
-                             goes back, migrate goes forward"
-                        )));
+                        return Err(MigrateError::NotApplied {
+                            spec: spec.to_owned(),
+                            what: format!("revision {target}"),
+                            at: format!(" (the database is {at})"),
+                        }
+                        .into());
                     }
                 }
                 Ok(())
@@ -485,7 +471,7 @@ impl<'a> Alembic<'a> {
     }
 
     fn resolve(&self, spec: &str) -> Result<Vec<String>, Error> {
-        self.graph().resolve(spec).map_err(Error::Config)
+        Ok(self.graph().resolve(spec).map_err(MigrateError::Revision)?)
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -532,28 +518,24 @@ impl<'a> Alembic<'a> {
         let status = process::run(argv, &argv[0], what, &self.env()).await?;
         let after = self.position(conn).await?;
         if !status.success() {
-            return Err(Error::Migrate {
-                message: format!(
-                    "{what} '{}' failed ({status}); the database is {}{}; Alembic's own output above says why",
-                    argv[0],
-                    self.describe(&after),
-                    self.describe_next(&after)
-                ),
-                exit: Exit::CommandFailed,
-            });
+            return Err(MigrateError::AlembicFailed {
+                what: what.to_owned(),
+                program: argv[0].clone(),
+                status,
+                at: self.describe(&after),
+                next: self.describe_next(&after),
+            }
+            .into());
         }
         if !check(&after) {
-            return Err(Error::Migrate {
-                message: format!(
-                    "{what} '{}' succeeded, but the database is {}, not {expected}{}: does env.py connect to \
-                     another database than preflight (it gets DATABASE_URL), or use another version table \
-                     (--alembic-version-table)?",
-                    argv[0],
-                    self.describe(&after),
-                    self.describe_next(&after)
-                ),
-                exit: Exit::MigrationFailed,
-            });
+            return Err(MigrateError::ElsewhereAfterAlembic {
+                what: what.to_owned(),
+                program: argv[0].clone(),
+                at: self.describe(&after),
+                expected: expected.to_owned(),
+                next: self.describe_next(&after),
+            }
+            .into());
         }
         Ok(after)
     }
