@@ -48,7 +48,7 @@ fn no_error_path_prints_a_password() {
     let (pg, admin) = Pg::running();
     let port = pg.port.to_string();
     sql_exec(&admin, &format!("CREATE ROLE canary LOGIN SUPERUSER PASSWORD '{CANARY}'"));
-    for db in ["failing", "backup", "command", "status"] {
+    for db in ["failing", "backup", "command", "status", "blocked"] {
         sql_exec(&admin, &format!("CREATE DATABASE {db}"));
     }
     let pw = encoded(CANARY);
@@ -58,6 +58,19 @@ fn no_error_path_prints_a_password() {
     let nobody = format!("127.0.0.1:{dead}");
     let failing = Migrations::new(&[("1_divide.sql", "SELECT 1/0;\n")]);
     let pending = Migrations::new(&[("1_ok.sql", "CREATE TABLE ok (id INTEGER);\n")]);
+    // An open transaction holds a lock on the table the migration alters, for the whole test.
+    let blocked_db = admin.rsplit_once('/').map(|(base, _)| format!("{base}/blocked")).unwrap();
+    sql_exec(&blocked_db, "CREATE TABLE items (id INTEGER)");
+    let mut blocker = std::process::Command::new(pg_bin("psql"))
+        .arg(&blocked_db)
+        .args(["-c", "BEGIN; LOCK TABLE items IN ACCESS SHARE MODE; SELECT pg_sleep(300)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'items' AND l.granted";
+    wait_until("the blocker to hold its lock", LIMIT, || sql_i64(&blocked_db, held) >= 1);
+    let alter = Migrations::new(&[("1_column.sql", "ALTER TABLE items ADD COLUMN c INTEGER;\n")]);
 
     let cases = vec![
         // Malformed URLs, which no parser accepts and every error message wants to quote.
@@ -197,6 +210,23 @@ fn no_error_path_prints_a_password() {
             0,
             "dry run",
         ),
+        // Warnings while it waits (the blockers), then exit 18.
+        case(
+            "blocked DDL",
+            &[
+                "migrate",
+                "--database-url",
+                &good("blocked"),
+                "--migrations",
+                alter.path(),
+                "--ddl-lock-timeout",
+                "100ms",
+                "--ddl-retries",
+                "1",
+            ],
+            18,
+            "could not lock its tables",
+        ),
         // The app's command line is logged at debug level.
         case(
             "app argv",
@@ -242,6 +272,8 @@ fn no_error_path_prints_a_password() {
             }
         }
     }
+    sql_exec(&admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'psql'");
+    blocker.wait().unwrap();
 }
 
 /// A short password is hidden where it stands as a value, and nowhere else: hiding every `p`

@@ -545,3 +545,28 @@ fn bad_input_is_refused_before_anything_is_touched() {
         assert!(!db.exists() && !started.exists(), "{done}");
     }
 }
+
+/// In a namespace whose ephemeral port range is the one port 40001, a connect to
+/// 127.0.0.1:40001 with nothing listening always reaches itself (TCP simultaneous open). No
+/// target may take that for a server: TCP and HTTP refuse it by its addresses, and a database
+/// handshake reads back its own bytes, a protocol error that is retried, never "ready" and
+/// never a permanent failure.
+#[test]
+fn a_connection_that_reaches_itself_is_never_ready() {
+    let ns = Netns::new("self");
+    let out = ns.command("sysctl").args(["-w", "net.ipv4.ip_local_port_range=40001 40001"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let tcp = preflight(Some(&ns), &["wait", "--wait-for", "tcp://127.0.0.1:40001", "--timeout", "1s"], LONG);
+    tcp.expect_code(124);
+    assert!(tcp.stderr.contains("nothing listens on 127.0.0.1:40001 (the connection reached itself)"), "{tcp}");
+    for url in [
+        "http://127.0.0.1:40001/health",
+        "postgres://app:pw@127.0.0.1:40001/app",
+        "postgres://app:pw@127.0.0.1:40001/app?sslmode=disable",
+        "mysql://app:pw@127.0.0.1:40001/app",
+    ] {
+        let done = preflight(Some(&ns), &["wait", "--wait-for", url, "--timeout", "1s"], LONG);
+        done.expect_code(124);
+        assert!(!done.stderr.contains("INFO ready"), "{done}");
+    }
+}
