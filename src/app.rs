@@ -31,13 +31,19 @@ pub fn run(config: Config, started: Instant) -> Exit {
             }
         }
         Command::Run { wait, migrate, init, argv } => {
+            // From the start, so a parent that dies while we wait or migrate is noticed too.
+            if let Some(death) = init.config.parent_death
+                && let Err(e) = crate::child::die_with_parent(death.signal, death.parent)
+            {
+                return fail(
+                    Error::Internal(format!("cannot set the parent-death signal: {e}")),
+                    &timings,
+                    started,
+                );
+            }
             let migrate = migrate.map(|m| (m, Action::Apply { dry_run: false }));
             phases(wait, migrate, &mut timings).and_then(|()| Err(start(&argv, &init, &timings, started)))
         }
-        Command::Supervise { init, argv } => match supervise::init::supervise(&argv, &init) {
-            Ok(exit) => return exit,
-            Err(e) => Err(e),
-        },
         Command::Migrate { wait, migrate, action } => phases(wait, Some((migrate, action)), &mut timings),
         Command::Status { wait, phase, json, check } => {
             let policy = wait.policy.clone();
@@ -51,14 +57,20 @@ pub fn run(config: Config, started: Instant) -> Exit {
             })
         }
     };
-    let exit = match result {
-        Ok(()) => Exit::Success,
-        Err(err) => {
-            let exit = err.exit();
-            error!(exit_code = exit.code(), "{err}");
-            exit
-        }
-    };
+    match result {
+        Ok(()) => done(Exit::Success, &timings, started),
+        Err(err) => fail(err, &timings, started),
+    }
+}
+
+fn fail(err: Error, timings: &Timings, started: Instant) -> Exit {
+    let exit = err.exit();
+    error!(exit_code = exit.code(), "{err}");
+    done(exit, timings, started)
+}
+
+/// The last line: how long each phase took, and the exit code.
+fn done(exit: Exit, timings: &Timings, started: Instant) -> Exit {
     info!(
         wait_ms = timings.wait.map(millis),
         migrate_ms = timings.migrate.map(millis),
@@ -163,7 +175,7 @@ fn start(argv: &[OsString], init: &InitPlan, timings: &Timings, started: Instant
     // Even with nothing waited for or migrated, the supervisor runs in a fresh image: clap,
     // config and the runtime set-up would otherwise stay resident (2588 kB against 1988 kB peak
     // RSS, scripts/bench-init.py) for the app's whole life, for the price of one exec.
-    supervise::reexec_supervisor(&init.flags, argv)
+    supervise::reexec_supervisor(&init.config.to_argv(), argv)
 }
 
 /// The signals that end preflight during its own phases. Installed before any work starts, so a
@@ -197,54 +209,34 @@ impl Shutdown {
     }
 }
 
-/// `preflight __supervise [flags] -- COMMAND…`, as `run` re-executes itself, parsed by hand.
-/// `None` when this is not that mode, or the flags are not the ones `run` writes (clap then
-/// parses and reports).
+/// `preflight __supervise [flags] -- COMMAND…`, as `run` re-executes itself (see
+/// `supervise::args`). `None` when this is not that mode.
 pub fn supervise_only() -> Option<Exit> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first().map(OsString::as_os_str) != Some(std::ffi::OsStr::new("__supervise")) {
         return None;
     }
-    let split = args.iter().position(|a| a == "--")?;
-    let (flags, argv) = (&args[1..split], &args[split + 1..]);
-    let mut init = crate::cli::InitArgs {
-        init: crate::cli::InitMode::Auto,
-        stop_timeout: None,
-        stop_delay: None,
-        leftover_grace: "2s".into(),
-        rewrite_signal: Vec::new(),
-        signal_child_only: false,
-        user: None,
+    let Some(split) = args.iter().position(|a| a == "--") else {
+        eprintln!("preflight: __supervise needs -- and the command (it is run's internal mode)");
+        return Some(Exit::Usage);
     };
-    let mut log = crate::config::LogConfig { format: crate::cli::LogFormat::Text, filter: "info".into() };
-    let mut it = flags.iter().map(|f| f.to_str());
-    while let Some(flag) = it.next() {
-        if flag? == "--signal-child-only" {
-            init.signal_child_only = true;
-            continue;
+    let (flags, argv) = (&args[1..split], &args[split + 1..]);
+    let init = match supervise::args::SupervisorArgs::from_argv(flags) {
+        Ok(init) => init,
+        Err(why) => {
+            eprintln!("preflight: __supervise: {why} (it is run's internal mode: use preflight run)");
+            return Some(Exit::Usage);
         }
-        let value = it.next()??.to_owned();
-        match flag? {
-            "--init" if value == "always" => init.init = crate::cli::InitMode::Always,
-            "--init" => {}
-            "--stop-timeout" => init.stop_timeout = Some(value),
-            "--stop-delay" => init.stop_delay = Some(value),
-            "--leftover-grace" => init.leftover_grace = value,
-            "--rewrite-signal" => init.rewrite_signal.push(value),
-            "--user" => init.user = Some(value),
-            "--log-format" if value == "json" => log.format = crate::cli::LogFormat::Json,
-            "--log-format" => {}
-            "--log-level" => log.filter = value,
-            _ => return None,
-        }
-    }
-    if let Err(err) = supervise::log::init(log.format, &log.filter) {
+    };
+    if let Err(err) = supervise::log::init(init.log_format, &init.log_level) {
         eprintln!("preflight: {err}");
         return Some(err.exit());
     }
-    let result =
-        crate::config::supervise_config(&init).and_then(|config| supervise::init::supervise(argv, &config));
-    Some(result.unwrap_or_else(|err| {
+    if argv.is_empty() {
+        error!(exit_code = Exit::Usage.code(), "run needs a command after --, e.g. -- gunicorn app:app");
+        return Some(Exit::Usage);
+    }
+    Some(supervise::init::supervise(argv, &init).unwrap_or_else(|err| {
         error!(exit_code = err.exit().code(), "{err}");
         err.exit()
     }))

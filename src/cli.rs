@@ -37,11 +37,7 @@ pub struct Cli {
     pub log_level: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::log::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -59,23 +55,10 @@ pub enum Command {
     ///
     /// Example: preflight migrate --migrations ./migrations
     Migrate(Box<MigrateCommand>),
-    /// Supervise-only mode that `run` re-executes itself into, once waiting and migrating are
-    /// done. Not for direct use.
-    #[command(name = "__supervise", hide = true)]
-    Supervise(Box<SuperviseArgs>),
     /// Show every migration as applied, pending, changed or missing.
     ///
     /// Example: preflight status --check --timeout 5s
     Status(Box<StatusArgs>),
-}
-
-#[derive(Debug, Args)]
-pub struct SuperviseArgs {
-    #[command(flatten)]
-    pub init: InitArgs,
-
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,9 +92,20 @@ pub struct InitArgs {
     #[arg(long, env = "PREFLIGHT_LEFTOVER_GRACE", default_value = "2s", value_name = "DURATION")]
     pub leftover_grace: String,
 
-    /// Forward signal FROM as TO, e.g. SIGTERM:SIGQUIT for nginx's graceful stop. Repeatable.
+    /// Forward signal FROM as TO, e.g. SIGTERM:SIGQUIT for nginx's graceful stop; TO `none`
+    /// (or 0) drops FROM, e.g. SIGWINCH:none. Repeatable.
     #[arg(long, env = "PREFLIGHT_REWRITE_SIGNAL", value_name = "FROM:TO", value_delimiter = ',')]
     pub rewrite_signal: Vec<String>,
+
+    /// Report the app's exit code FROM as TO, e.g. 143:0 for an app that exits 143 on SIGTERM
+    /// (128+N is death by signal N). Repeatable. Makes `--init auto` supervise.
+    #[arg(long, env = "PREFLIGHT_REMAP_EXIT", value_name = "FROM:TO", value_delimiter = ',')]
+    pub remap_exit: Vec<String>,
+
+    /// Signal preflight gets from the kernel when its parent dies (like tini -p), e.g. SIGTERM:
+    /// for when something else is PID 1 (`docker run --init`, a shared process namespace).
+    #[arg(long, env = "PREFLIGHT_PARENT_DEATH_SIGNAL", value_name = "SIGNAL")]
+    pub parent_death_signal: Option<String>,
 
     /// Send forwarded signals to the app alone, not to its whole process group.
     #[arg(long, env = "PREFLIGHT_SIGNAL_CHILD_ONLY", value_parser = BoolishValueParser::new())]

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
+use crate::child::user::User;
 use crate::cli::{self, Cli, LogFormat};
 use crate::error::Error;
 use crate::migrate::alembic::Project;
 use crate::migrate::backup::Backup;
 use crate::migrate::{Action, MigrateConfig, PassUrl, SchemaMode, Source};
-use crate::supervise::init::InitConfig;
-use crate::supervise::user::User;
+use crate::supervise::args::{ParentDeath, SupervisorArgs};
 use crate::target::{self, Target, TargetKind};
 use crate::wait::{Backoff, WaitPolicy};
 
@@ -99,8 +99,14 @@ pub enum ConfigError {
     #[error("{}: {why}", ini.display())]
     Revision { ini: PathBuf, why: String },
 
-    #[error("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT")]
+    #[error("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT, or FROM:none to drop FROM")]
     RewriteSignal { spec: String },
+
+    #[error("--remap-exit '{spec}': write FROM:TO with exit codes 0 to 255, e.g. 143:0")]
+    RemapExit { spec: String },
+
+    #[error("--parent-death-signal '{raw}' is not a signal: write e.g. SIGTERM, TERM or 15")]
+    ParentDeathSignal { raw: String },
 
     #[error("{flag} {problem}")]
     Command { flag: &'static str, problem: CommandProblem },
@@ -142,7 +148,6 @@ pub struct Config {
 pub enum Command {
     Wait(WaitConfig),
     Run { wait: WaitConfig, migrate: Option<MigratePhase>, init: InitPlan, argv: Vec<OsString> },
-    Supervise { init: InitConfig, argv: Vec<OsString> },
     Migrate { wait: WaitConfig, migrate: MigratePhase, action: Action },
     Status { wait: WaitConfig, phase: MigratePhase, json: bool, check: bool },
 }
@@ -162,9 +167,7 @@ pub struct WaitConfig {
 #[derive(Debug)]
 pub struct InitPlan {
     pub supervise: bool,
-    pub config: InitConfig,
-    /// The same settings as flags, for the supervise-only re-exec.
-    pub flags: Vec<String>,
+    pub config: SupervisorArgs,
 }
 
 /// The migration phase, fully resolved: what to run, against which database, in which mode.
@@ -195,23 +198,8 @@ impl Config {
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
-                let (config, mut flags) = init_config(&run.init)?;
-                // The supervise-only process logs as this one does, at the level this filter
-                // gives the supervisor's events (it has no EnvFilter of its own).
-                let format = if log_format == LogFormat::Json { "json" } else { "text" };
-                let level = crate::supervise::log::level_for_supervisor();
-                flags.extend(["--log-format".into(), format.into(), "--log-level".into(), level.into()]);
-                let supervise = match run.init.init {
-                    cli::InitMode::Always => true,
-                    cli::InitMode::Never => false,
-                    cli::InitMode::Auto => std::process::id() == 1,
-                };
-                let subreaper = run.init.init == cli::InitMode::Always;
-                let init = InitPlan { supervise, config: InitConfig { subreaper, ..config }, flags };
+                let init = init_plan(&run.init, log_format)?;
                 Command::Run { wait, migrate, init, argv: run.command }
-            }
-            cli::Command::Supervise(sup) => {
-                Command::Supervise { init: supervise_config(&sup.init)?, argv: sup.command }
             }
             cli::Command::Migrate(m) => {
                 let (wait, args, action) = match m.action {
@@ -510,55 +498,64 @@ fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
     }
 }
 
-/// The supervisor's settings from the flags `run` wrote for the supervise-only re-exec.
-pub fn supervise_config(args: &cli::InitArgs) -> Result<InitConfig, Error> {
-    let (config, _) = init_config(args)?;
-    Ok(InitConfig { subreaper: args.init == cli::InitMode::Always, ..config })
-}
-
-/// Validates the init flags, and renders them back as flags for the supervise-only re-exec.
-fn init_config(args: &cli::InitArgs) -> Result<(InitConfig, Vec<String>), Error> {
-    let mut flags = vec![
-        "--init".to_owned(),
-        if args.init == cli::InitMode::Always { "always" } else { "auto" }.to_owned(),
-    ];
+/// Validates the init flags into the supervisor's settings, and decides whether to supervise.
+fn init_plan(args: &cli::InitArgs, log_format: LogFormat) -> Result<InitPlan, Error> {
     let stop_timeout = args.stop_timeout.as_deref().map(|d| duration("--stop-timeout", d)).transpose()?;
     let stop_delay = args.stop_delay.as_deref().map(|d| duration("--stop-delay", d)).transpose()?;
     let leftover_grace = duration("--leftover-grace", &args.leftover_grace)?;
-    for (flag, d) in [
-        ("--stop-timeout", stop_timeout),
-        ("--stop-delay", stop_delay),
-        ("--leftover-grace", Some(leftover_grace)),
-    ] {
-        if let Some(d) = d {
-            flags.extend([flag.to_owned(), format!("{}ms", d.as_millis())]);
-        }
-    }
     let mut rewrites = Vec::new();
     for spec in args.rewrite_signal.iter().filter(|s| !s.trim().is_empty()) {
         let bad = || ConfigError::RewriteSignal { spec: spec.clone() };
         let (from, to) = spec.split_once(':').ok_or_else(bad)?;
-        let (from, to) = (parse_signal(from).ok_or_else(bad)?, parse_signal(to).ok_or_else(bad)?);
-        rewrites.push((from, to));
-        flags.extend(["--rewrite-signal".to_owned(), format!("{from}:{to}")]);
+        let to = match to.trim() {
+            "none" | "NONE" | "0" => None,
+            to => Some(parse_signal(to).ok_or_else(bad)?),
+        };
+        rewrites.push((parse_signal(from).ok_or_else(bad)?, to));
     }
-    if args.signal_child_only {
-        flags.push("--signal-child-only".to_owned());
+    let mut remap_exit = Vec::new();
+    for spec in args.remap_exit.iter().filter(|s| !s.trim().is_empty()) {
+        let code = |raw: &str| raw.trim().parse::<u8>().ok();
+        let pair = spec.split_once(':').and_then(|(from, to)| Some((code(from)?, code(to)?)));
+        remap_exit.push(pair.ok_or_else(|| ConfigError::RemapExit { spec: spec.clone() })?);
     }
-    let user = args.user.as_deref().map(User::parse).transpose()?;
-    if let Some(spec) = &args.user {
-        flags.extend(["--user".to_owned(), spec.clone()]);
-    }
-    let config = InitConfig {
+    let parent_death = match args.parent_death_signal.as_deref() {
+        None => None,
+        Some(raw) => {
+            let signal =
+                parse_signal(raw).ok_or_else(|| ConfigError::ParentDeathSignal { raw: raw.to_owned() })?;
+            Some(ParentDeath { signal, parent: nix::unistd::getppid().as_raw() })
+        }
+    };
+    let supervise = match args.init {
+        cli::InitMode::Always => true,
+        cli::InitMode::Never if !remap_exit.is_empty() => {
+            return Err(ConfigError::Rule(
+                "--remap-exit needs preflight to supervise the app, and --init never execs it: drop one of them",
+            )
+            .into());
+        }
+        cli::InitMode::Never => false,
+        // Someone must outlive the app to remap its status.
+        cli::InitMode::Auto => std::process::id() == 1 || !remap_exit.is_empty(),
+    };
+    let config = SupervisorArgs {
         stop_timeout,
         stop_delay,
         leftover_grace,
         rewrites,
         child_only: args.signal_child_only,
-        user,
-        subreaper: false,
+        user: args.user.as_deref().map(User::parse).transpose()?,
+        // Not PID 1 and supervising: orphans must still come back to us.
+        subreaper: supervise && std::process::id() != 1,
+        parent_death,
+        remap_exit,
+        // The supervise-only process logs as this one does, at the level this filter gives
+        // the supervisor's events (it has no EnvFilter of its own).
+        log_format,
+        log_level: crate::supervise::log::level_for_supervisor().to_owned(),
     };
-    Ok((config, flags))
+    Ok(InitPlan { supervise, config })
 }
 
 /// `SIGTERM`, `TERM`, `term` or `15`. SIGKILL and SIGSTOP cannot be caught, so not rewritten.

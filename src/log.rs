@@ -5,10 +5,17 @@ use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
 use crate::config::LogConfig;
 use crate::error::Error;
 use crate::redact;
+
+/// Log line format on stderr: human-readable text or one JSON object per line. Here, not in
+/// `cli`, so the supervise-only mode (which never builds the CLI) shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. sqlx's own chatter is kept at warn unless the filter names
 /// it, so `--log-level debug` shows preflight's attempts rather than every driver event.

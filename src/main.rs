@@ -1,10 +1,12 @@
 //! preflight: wait for the database and other dependencies, migrate, then start the app.
 
 mod app;
+mod child;
 mod classify;
 mod cli;
 mod config;
 mod db;
+mod duration;
 mod error;
 mod exit;
 mod log;

@@ -272,7 +272,10 @@ fn no_error_path_prints_a_password() {
             }
         }
     }
-    sql_exec(&admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'psql'");
+    sql_exec(
+        &admin,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'psql'",
+    );
     blocker.wait().unwrap();
 }
 

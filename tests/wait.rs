@@ -558,7 +558,10 @@ fn a_connection_that_reaches_itself_is_never_ready() {
     assert!(out.status.success(), "{out:?}");
     let tcp = preflight(Some(&ns), &["wait", "--wait-for", "tcp://127.0.0.1:40001", "--timeout", "1s"], LONG);
     tcp.expect_code(124);
-    assert!(tcp.stderr.contains("nothing listens on 127.0.0.1:40001 (the connection reached itself)"), "{tcp}");
+    assert!(
+        tcp.stderr.contains("nothing listens on 127.0.0.1:40001 (the connection reached itself)"),
+        "{tcp}"
+    );
     for url in [
         "http://127.0.0.1:40001/health",
         "postgres://app:pw@127.0.0.1:40001/app",

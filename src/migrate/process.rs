@@ -4,7 +4,7 @@
 //! Each runs without a shell, with stdin closed and **its stdout sent to our stderr**: under
 //! `run`, preflight's stdout becomes the app's, and a tool's chatter (`alembic current` prints
 //! the revision) must not land in the app's output stream. The signal state preflight changed
-//! for itself is restored in the child before exec (see `supervise::sigconf`).
+//! for itself is restored in the child before exec (see `child`).
 //!
 //! Each runs in a process group of its own. A stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT)
 //! that reaches preflight meanwhile is passed to the whole group, which gets [`GRACE`] to exit
@@ -68,7 +68,6 @@ pub async fn run(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.process_group(0);
     // From here the signal is ours: listening before the spawn, so that one that comes
     // during it is not lost.
     let _running = Running::enter();
@@ -80,21 +79,16 @@ pub async fn run(
     }
     // If preflight itself is killed (SIGKILL, the OOM killer), the lock goes with its
     // connection; the command must go too, or it would migrate unlocked beside the next
-    // preflight's. The kernel sends it SIGKILL when we die; checking the parent after asking
-    // closes the window in which we died first.
-    let parent = nix::unistd::getpid();
-    // SAFETY: restore_for_exec only calls sigaction and pthread_sigmask, which are
-    // async-signal-safe, and reads atomics; prctl and getppid are plain system calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            crate::supervise::sigconf::restore_for_exec();
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("preflight exited before the command started"));
-            }
-            Ok(())
-        });
-    }
+    // preflight's: the kernel sends it SIGKILL when we die.
+    crate::child::prepare(
+        cmd.as_std_mut(),
+        crate::child::Setup {
+            own_group: true,
+            terminal: crate::child::Terminal::Untouched,
+            parent_death: Some(nix::libc::SIGKILL),
+            user: None,
+        },
+    );
     info!(command = %shown, "running {what}");
     let mut child = cmd.spawn().map_err(|e| {
         let exit =

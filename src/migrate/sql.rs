@@ -15,9 +15,9 @@ use super::error::{Blocked, Left, MigrateError};
 use super::plan::{Local, Plan, Problem, State};
 use super::{Action, MigrateConfig, Reading, SchemaSource, backup, db_error, store};
 use crate::db::DbConn;
+use crate::duration::millis;
 use crate::error::Error;
 use crate::target::{Target, TargetKind};
-use crate::wait::millis;
 
 /// The local migrations, read once.
 pub(super) struct Sql<'a> {

@@ -40,7 +40,6 @@
 
 use std::ffi::OsString;
 use std::mem::MaybeUninit;
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -48,211 +47,154 @@ use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::user::User;
+use super::args::SupervisorArgs;
+use super::policy::{Action, Ended, Policy};
+use crate::child::{self, Setup, Terminal};
+use crate::duration::millis;
 use crate::error::Error;
 use crate::exit::Exit;
-use crate::wait::millis;
-
-/// How often to look for the app's group while leftovers that are not our children remain.
-const GROUP_POLL: Duration = Duration::from_millis(100);
-
-/// How to supervise. Built by `config` (and passed across the re-exec as flags).
-#[derive(Debug, Clone, Default)]
-pub struct InitConfig {
-    pub stop_timeout: Option<Duration>,
-    pub stop_delay: Option<Duration>,
-    pub leftover_grace: Duration,
-    /// `(from, to)`: a signal received as `from` is forwarded as `to`.
-    pub rewrites: Vec<(i32, i32)>,
-    pub child_only: bool,
-    pub user: Option<User>,
-    /// Become a child subreaper (when not PID 1), so orphans come back to us.
-    pub subreaper: bool,
-}
 
 /// Starts `argv` and supervises it to the end; returns how preflight should exit.
-pub fn supervise(argv: &[OsString], config: &InitConfig) -> Result<Exit, Error> {
-    if config.subreaper && std::process::id() != 1 {
+pub fn supervise(argv: &[OsString], args: &SupervisorArgs) -> Result<Exit, Error> {
+    if let Some(death) = args.parent_death {
+        child::die_with_parent(death.signal, death.parent)
+            .map_err(|e| Error::Internal(format!("cannot set the parent-death signal: {e}")))?;
+    }
+    if args.subreaper && std::process::id() != 1 {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::Internal(format!("cannot become a child subreaper: {e}")))?;
     }
     let all = all_signals();
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None)
         .map_err(|e| Error::Internal(format!("cannot block signals: {e}")))?;
+    // PID 1 of `docker run -it` leads the terminal's session: the app gets a session and the
+    // terminal of its own, so the terminal's signals (Ctrl-C, Ctrl-Z, a hang-up) are the app's,
+    // and the SIGHUP and SIGCONT the kernel sends as we give it up are taken here, not
+    // forwarded. Otherwise the app's group becomes the foreground one, if ours is.
+    let terminal = if child::release_terminal() {
+        debug!("gave the terminal to the app's own session; ignored the hand-off's SIGHUP and SIGCONT");
+        Terminal::Session
+    } else {
+        Terminal::Foreground
+    };
 
     let started = Instant::now();
-    let child = spawn(argv, config)?;
-    let pid = Pid::from_raw(child.id() as i32);
-    // `child` is never waited on through std: our loop reaps every pid itself.
-    drop(child);
+    let pid = spawn(argv, args, terminal)?;
     info!(pid = pid.as_raw(), command = %argv[0].to_string_lossy(), "started");
     debug!(argv = ?argv, "full command line");
+    // As dumb-init does: the directory the app was started in (a volume) can be unmounted.
+    if let Err(e) = nix::unistd::chdir("/") {
+        debug!(error = %e, "cannot move the supervisor to /");
+    }
 
-    let mut state = State {
-        pid,
-        child_only: config.child_only,
-        status: None,
-        stop_at: None,
-        held: None,
-        leftovers_until: None,
-    };
+    let mut policy = Policy::new(args);
     loop {
-        reap(&mut state);
-        if let Some(status) = state.status {
-            if !state.group_alive() {
-                let exit = exit_for(status);
-                info!(status = %describe(status), exit_code = exit.code(), run_ms = millis(started.elapsed()), "exited");
+        if let Some(ended) = reap(pid) {
+            policy.app_ended(ended);
+        }
+        let group_alive = || killpg(pid, None).is_ok();
+        for action in policy.tick(Instant::now(), group_alive) {
+            if let Some(exit) = perform(action, pid, args, started) {
                 return Ok(exit);
             }
-            match state.leftovers_until {
-                None => {
-                    debug!("the app's group outlives it: SIGTERM to the rest");
-                    let _ = killpg(pid, Signal::SIGTERM);
-                    state.leftovers_until = Some(Instant::now() + config.leftover_grace);
-                }
-                Some(until) if Instant::now() >= until => {
-                    warn!(
-                        grace_ms = millis(config.leftover_grace),
-                        "leftover processes ignored SIGTERM: SIGKILL"
-                    );
-                    let _ = killpg(pid, Signal::SIGKILL);
-                    state.leftovers_until = Some(Instant::now() + Duration::from_secs(3600));
-                }
-                Some(_) => {}
+        }
+        let timeout = policy.timeout(Instant::now());
+        let received = match next_signal(&all, timeout) {
+            Ok(Some(sig)) => sig,
+            Ok(None) => continue,
+            Err(errno) => {
+                // Not a timeout nor an interruption: the loop can no longer see signals or
+                // exits. Spinning on it would burn a core; take the app down with us instead.
+                error!(error = %errno, "cannot wait for signals; stopping the app");
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = kill(pid, Signal::SIGKILL);
+                return Err(Error::Internal(format!("sigtimedwait failed: {errno}")));
             }
-        }
-        if let Some((sig, at)) = state.held
-            && Instant::now() >= at
-        {
-            state.held = None;
-            state.forward(sig);
-            state.stop_started(config);
-        }
-        if let Some(at) = state.stop_at
-            && Instant::now() >= at
-            && state.status.is_none()
-        {
-            warn!(timeout_ms = config.stop_timeout.map(millis), "the app outlived --stop-timeout: SIGKILL");
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = kill(pid, Signal::SIGKILL);
-            state.stop_at = None;
-        }
-        let mut timeout = state.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
-        if state.status.is_some() {
-            // Leftovers that are not our children (preflight is neither PID 1 nor a subreaper)
-            // send no SIGCHLD when they go: look at the group again soon.
-            timeout = Some(timeout.map_or(GROUP_POLL, |t| t.min(GROUP_POLL)));
-        }
-        let Some(received) = next_signal(&all, timeout) else {
-            continue;
         };
         if received == libc::SIGCHLD {
             continue;
         }
-        let sig = config.rewrites.iter().find(|(from, _)| *from == received).map_or(received, |(_, to)| *to);
-        let is_stop = received == libc::SIGTERM || received == libc::SIGINT;
-        match (is_stop, config.stop_delay, state.held) {
-            (true, Some(delay), None) if state.stop_at.is_none() => {
-                info!(
-                    signal = signal_name(received),
-                    delay_ms = millis(delay),
-                    "holding the stop signal (--stop-delay)"
-                );
-                state.held = Some((sig, Instant::now() + delay));
-            }
-            (true, _, Some(_)) => {
-                // A second stop signal: the operator insists.
-                state.held = None;
-                state.forward(sig);
-                state.stop_started(config);
-            }
-            _ => {
-                state.forward(sig);
-                if is_stop {
-                    state.stop_started(config);
-                }
+        for action in policy.signal(received, Instant::now()) {
+            if let Some(exit) = perform(action, pid, args, started) {
+                return Ok(exit);
             }
         }
     }
 }
 
-struct State {
-    pid: Pid,
-    child_only: bool,
-    /// The main child's wait status, once it has been reaped.
-    status: Option<WaitStatus>,
-    /// When to SIGKILL after a stop signal (`--stop-timeout`).
-    stop_at: Option<Instant>,
-    /// A stop signal held back by `--stop-delay`, and when to send it.
-    held: Option<(i32, Instant)>,
-    /// When leftover group members get SIGKILL.
-    leftovers_until: Option<Instant>,
-}
-
-impl State {
-    fn forward(&self, sig: i32) {
-        let pid = self.pid.as_raw();
-        let target = if self.child_only || self.status.is_some() { pid } else { -pid };
-        // SAFETY: kill(2) with plain integers; a real-time signal has no nix `Signal` variant.
-        let ok = unsafe { libc::kill(target, sig) } == 0;
-        debug!(signal = signal_name(sig), to = target, ok, "forwarded");
-    }
-
-    fn stop_started(&mut self, config: &InitConfig) {
-        if self.stop_at.is_none()
-            && let Some(timeout) = config.stop_timeout
-        {
-            self.stop_at = Some(Instant::now() + timeout);
+/// Carries out one decision. `Some` when preflight should exit now.
+fn perform(action: Action, pid: Pid, args: &SupervisorArgs, started: Instant) -> Option<Exit> {
+    match action {
+        Action::Forward { signal, group } => {
+            let target = if group { -pid.as_raw() } else { pid.as_raw() };
+            // SAFETY: kill(2) with plain integers; a real-time signal has no nix `Signal` variant.
+            let ok = unsafe { libc::kill(target, signal) } == 0;
+            debug!(signal = signal_name(signal), to = target, ok, "forwarded");
+        }
+        Action::Drop { signal } => debug!(signal = signal_name(signal), "dropped (--rewrite-signal)"),
+        Action::Hold { signal, delay } => info!(
+            signal = signal_name(signal),
+            delay_ms = millis(delay),
+            "holding the stop signal (--stop-delay)"
+        ),
+        Action::KillApp => {
+            warn!(timeout_ms = args.stop_timeout.map(millis), "the app outlived --stop-timeout: SIGKILL");
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        Action::TermLeftovers => {
+            debug!("the app's group outlives it: SIGTERM to the rest");
+            let _ = killpg(pid, Signal::SIGTERM);
+        }
+        Action::KillLeftovers => {
+            warn!(grace_ms = millis(args.leftover_grace), "leftover processes ignored SIGTERM: SIGKILL");
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        Action::Exit { ended, code } => {
+            let exit = match ended {
+                _ if code != ended.code() => Exit::Child(code),
+                Ended::Exited(code) => Exit::Child(code),
+                Ended::Signaled(sig) => Exit::Signal(sig),
+            };
+            let run_ms = millis(started.elapsed());
+            if code == ended.code() {
+                info!(status = %describe(ended), exit_code = exit.code(), run_ms, "exited");
+            } else {
+                info!(status = %describe(ended), exit_code = exit.code(), remapped_from = ended.code(), run_ms, "exited");
+            }
+            return Some(exit);
         }
     }
-
-    fn group_alive(&self) -> bool {
-        !self.child_only && killpg(self.pid, None).is_ok()
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        [self.stop_at, self.held.map(|(_, at)| at), self.leftovers_until].into_iter().flatten().min()
-    }
+    None
 }
 
-/// Reaps every child that has exited, remembering the main one's status.
-fn reap(state: &mut State) {
+/// Reaps every child that has exited; returns how the app ended if it was among them.
+fn reap(app: Pid) -> Option<Ended> {
+    let mut ended = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-            Ok(status) => {
-                if status.pid() == Some(state.pid) {
-                    state.status = Some(status);
-                } else {
-                    debug!(pid = status.pid().map(Pid::as_raw), "reaped an orphan");
-                }
-            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return ended,
+            Ok(status) if status.pid() == Some(app) => match status {
+                WaitStatus::Exited(_, code) => ended = Some(Ended::Exited(code as u8)),
+                WaitStatus::Signaled(_, sig, _) => ended = Some(Ended::Signaled(sig as i32)),
+                _ => {}
+            },
+            Ok(status) => debug!(pid = status.pid().map(Pid::as_raw), "reaped an orphan"),
             Err(Errno::EINTR) => {}
             Err(e) => {
                 warn!(error = %e, "waitpid failed");
-                return;
+                return ended;
             }
         }
     }
 }
 
-fn exit_for(status: WaitStatus) -> Exit {
-    match status {
-        WaitStatus::Exited(_, code) => Exit::Child(code as u8),
-        WaitStatus::Signaled(_, sig, _) => Exit::Signal(sig as i32),
-        _ => Exit::Failure,
-    }
-}
-
-fn describe(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exit {code}"),
-        WaitStatus::Signaled(_, sig, core) => {
-            format!("killed by {sig}{}", if core { " (core dumped)" } else { "" })
-        }
-        other => format!("{other:?}"),
+fn describe(ended: Ended) -> String {
+    match ended {
+        Ended::Exited(code) => format!("exit {code}"),
+        Ended::Signaled(sig) => format!("killed by {}", signal_name(sig)),
     }
 }
 
@@ -264,17 +206,28 @@ fn all_signals() -> SigSet {
     set
 }
 
-/// Waits for a signal from `set`, at most `timeout`. `None` on timeout or interruption.
-fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Option<i32> {
-    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+/// Waits for a signal from `set`, at most `timeout`. `Ok(None)` on timeout (EAGAIN) or
+/// interruption (EINTR); any other error is returned, never taken for "no signal".
+fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Result<Option<i32>, Errno> {
     let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as _,
+        tv_sec: t.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    wait_signal(set, ts.as_ref())
+}
+
+fn wait_signal(set: &SigSet, ts: Option<&libc::timespec>) -> Result<Option<i32>, Errno> {
+    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+    let ts_ptr = ts.map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `set` is a valid sigset, `info` a writable siginfo_t, `ts_ptr` null or valid.
     let n = unsafe { libc::sigtimedwait(set.as_ref(), info.as_mut_ptr(), ts_ptr) };
-    (n > 0).then_some(n)
+    if n > 0 {
+        return Ok(Some(n));
+    }
+    match Errno::last() {
+        Errno::EAGAIN | Errno::EINTR => Ok(None),
+        other => Err(other),
+    }
 }
 
 /// `SIGTERM`, or `SIGRT34` for a real-time signal.
@@ -282,28 +235,14 @@ pub fn signal_name(sig: i32) -> String {
     Signal::try_from(sig).map_or_else(|_| format!("SIGRT{sig}"), |s| s.as_str().to_owned())
 }
 
-fn spawn(argv: &[OsString], config: &InitConfig) -> Result<std::process::Child, Error> {
+fn spawn(argv: &[OsString], args: &SupervisorArgs, terminal: Terminal) -> Result<Pid, Error> {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let user = config.user.clone();
-    // SAFETY: between fork and exec only async-signal-safe calls: setpgid, tcsetpgrp, isatty,
-    // sigaction, sigprocmask, setgroups, setgid, setuid.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setpgid(0, 0);
-            if libc::isatty(libc::STDIN_FILENO) == 1 {
-                // Become the terminal's foreground group. SIGTTOU is blocked here (our mask), so
-                // tcsetpgrp from what is still a background group does not stop us.
-                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
-            }
-            super::sigconf::restore_for_exec();
-            if let Some(user) = &user {
-                user.switch()?;
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().map_err(|e| super::exec_error(&argv[0], &e))
+    let setup = Setup { own_group: true, terminal, parent_death: None, user: args.user.clone() };
+    child::prepare(&mut cmd, setup);
+    let child = cmd.spawn().map_err(|e| super::exec_error(&argv[0], &e))?;
+    // Never waited on through std: the loop reaps every pid itself.
+    Ok(Pid::from_raw(child.id() as i32))
 }
 
 #[cfg(test)]
@@ -312,10 +251,21 @@ mod tests {
 
     #[test]
     fn exit_status_maps_like_a_shell() {
-        let pid = Pid::from_raw(10);
-        assert_eq!(exit_for(WaitStatus::Exited(pid, 42)).code(), 42);
-        assert_eq!(exit_for(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).code(), 137);
-        assert_eq!(exit_for(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).code(), 139);
+        assert_eq!(Ended::Exited(42).code(), 42);
+        assert_eq!(Ended::Signaled(libc::SIGKILL).code(), 137);
+        assert_eq!(describe(Ended::Signaled(libc::SIGSEGV)), "killed by SIGSEGV");
+    }
+
+    #[test]
+    fn a_failing_sigtimedwait_is_an_error_not_a_timeout() {
+        // An invalid timeout (nanoseconds out of range) makes the kernel answer EINVAL.
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000_000 };
+        assert_eq!(wait_signal(&all_signals(), Some(&ts)), Err(Errno::EINVAL));
+        assert_eq!(
+            next_signal(&SigSet::empty(), Some(Duration::ZERO)),
+            Ok(None),
+            "a timeout is not an error"
+        );
     }
 
     #[test]

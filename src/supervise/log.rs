@@ -18,8 +18,8 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 
-use crate::cli::LogFormat;
 use crate::error::Error;
+use crate::log::LogFormat;
 
 /// The most verbose level the installed filter enables for the supervisor's events: what the
 /// parent passes as `--log-level` across the re-exec.

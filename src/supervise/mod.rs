@@ -1,16 +1,17 @@
 //! Starting the application: exec it in preflight's place, or supervise it as its init (see
 //! `init`).
 
+pub mod args;
 pub mod init;
 pub mod log;
-pub mod sigconf;
-pub mod user;
+pub mod policy;
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
+use crate::child::{sigconf, user};
 use crate::error::Error;
 use crate::exit::Exit;
 

@@ -222,6 +222,4 @@ async fn wait_one<R: Rng>(
     }
 }
 
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub use crate::duration::millis;

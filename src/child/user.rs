@@ -8,7 +8,7 @@ use crate::error::Error;
 
 /// A resolved identity. Resolved before the fork, since looking up /etc/passwd is not safe
 /// between fork and exec.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub uid: Uid,
     pub gid: Gid,
