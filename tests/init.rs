@@ -453,3 +453,206 @@ fn leftovers_that_are_not_our_children_are_still_waited_for() {
     assert!(done.stderr.contains("SIGKILL"), "{done}");
     assert!(done.elapsed < Duration::from_secs(5), "waited for a signal instead of the group: {done}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Parity with tini and dumb-init: each option as PID 1 of a new PID namespace and as a child
+// subreaper (`--init always`, not PID 1).
+
+#[derive(Debug, Clone, Copy)]
+enum As {
+    Pid1,
+    Subreaper,
+}
+
+const BOTH: [As; 2] = [As::Pid1, As::Subreaper];
+
+/// Starts `run FLAGS -- APP` in mode `mode`.
+fn supervised(mode: As, flags: &[&str], app: &[&str]) -> Preflight {
+    let mut args = vec!["run"];
+    if matches!(mode, As::Subreaper) {
+        args.extend(["--init", "always"]);
+    }
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(app);
+    match mode {
+        As::Pid1 => Preflight::spawn_pid1(&args, &[]),
+        As::Subreaper => Preflight::spawn(None, &args),
+    }
+}
+
+/// The supervisor's pid here (in PID 1 mode, the process `unshare` forked).
+fn supervisor(mode: As, p: &Preflight) -> i32 {
+    match mode {
+        As::Pid1 => p.inner_pid(),
+        As::Subreaper => p.pid(),
+    }
+}
+
+fn recorder_as(mode: As, dir: &Path, flags: &[&str], count: &str) -> (Preflight, i32, std::path::PathBuf) {
+    let out = dir.join("signals");
+    let out_s = out.to_str().unwrap().to_owned();
+    let p = supervised(mode, flags, &["python3", "-c", RECORDER, &out_s, count]);
+    let pid = supervisor(mode, &p);
+    let ready = format!("{out_s}.ready");
+    wait_until("the app's handlers", LONG, || Path::new(&ready).exists());
+    (p, pid, out)
+}
+
+#[test]
+fn remap_exit_reports_chosen_codes_as_others_signal_deaths_included() {
+    for mode in BOTH {
+        // Killed by SIGTERM (143) → 0, logged with the code it had.
+        let p = supervised(mode, &["--remap-exit", "143:0"], &["sh", "-c", "kill -TERM $$"]);
+        let done = p.finish(LONG);
+        done.expect_code(0);
+        assert!(done.stderr.contains("remapped_from=143"), "{mode:?}: {done}");
+        // Repeatable; codes not named pass through.
+        let p = supervised(mode, &["--remap-exit", "3:0", "--remap-exit", "4:9"], &["sh", "-c", "exit 4"]);
+        p.finish(LONG).expect_code(9);
+        let p = supervised(mode, &["--remap-exit", "3:0"], &["sh", "-c", "exit 5"]);
+        p.finish(LONG).expect_code(5);
+    }
+    // The variable takes a comma-separated list.
+    let done = Preflight::spawn_with(
+        None,
+        &["run", "--init", "always", "--", "sh", "-c", "exit 1"],
+        &[("PREFLIGHT_REMAP_EXIT", "2:0,1:0")],
+    )
+    .finish(LONG);
+    done.expect_code(0);
+    // Not PID 1 with --init auto: preflight supervises (exec would leave nobody to remap).
+    let done = preflight(None, &["run", "--remap-exit", "7:0", "--", "sh", "-c", "exit 7"], LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("mode=\"supervise\""), "{done}");
+    // --init never cannot remap: refused before anything runs.
+    let done =
+        preflight(None, &["run", "--init", "never", "--remap-exit", "7:0", "--", "sh", "-c", "exit 7"], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("--remap-exit needs preflight to supervise"), "{done}");
+    for bad in ["143", "143:", "256:0", "a:b", "1:-1"] {
+        let done = preflight(None, &["run", "--remap-exit", bad, "--", "true"], LONG);
+        done.expect_code(2);
+        assert!(done.stderr.contains(&format!("--remap-exit '{bad}'")), "{done}");
+    }
+}
+
+#[test]
+fn rewrite_signal_to_none_drops_the_signal() {
+    for mode in BOTH {
+        for drop in ["SIGUSR1:none", "USR1:0"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, pid, out) =
+                recorder_as(mode, dir.path(), &["--rewrite-signal", drop, "--log-level", "debug"], "1");
+            let mut p = p;
+            send(pid, Signal::SIGUSR1);
+            p.wait_for_line(&["dropped", "SIGUSR1"], LONG);
+            send(pid, Signal::SIGUSR2);
+            let done = p.finish(LONG);
+            done.expect_code(0);
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), "SIGUSR2\n", "{mode:?} {drop}: {done}");
+        }
+    }
+}
+
+#[test]
+fn the_supervisor_leaves_the_apps_directory() {
+    for mode in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("started");
+        let script = format!("touch {}; exec sleep 30", flag.display());
+        let mut args = vec!["run"];
+        if matches!(mode, As::Subreaper) {
+            args.extend(["--init", "always"]);
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        let mut cmd = std::process::Command::new(if matches!(mode, As::Pid1) { "unshare" } else { bin() });
+        if matches!(mode, As::Pid1) {
+            cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", bin()]);
+        }
+        let mut child = cmd
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the app to start", LONG, || flag.exists());
+        let supervisor = match mode {
+            As::Pid1 => std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap(),
+            As::Subreaper => child.id() as i32,
+        };
+        let cwd = |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        wait_until("the supervisor to move to /", LONG, || cwd(supervisor) == Path::new("/"));
+        let app = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", supervisor)).unwrap();
+        let app: i32 = app.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(cwd(app), dir.path().canonicalize().unwrap(), "{mode:?}: the app keeps its directory");
+        send(supervisor, Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "{mode:?}");
+    }
+}
+
+#[test]
+fn parent_death_signal_reaches_the_supervisor_which_stops_the_app() {
+    // As PID 1: unshare is the parent. Its --kill-child asks SIGKILL for preflight; ours
+    // replaces it, so preflight gets SIGTERM and forwards it instead of dying with the app.
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, out) = recorder_as(As::Pid1, dir.path(), &["--parent-death-signal", "SIGTERM"], "1");
+    send(p.pid(), Signal::SIGKILL);
+    wait_until("the app to hear SIGTERM", LONG, || {
+        std::fs::read_to_string(&out).unwrap_or_default() == "SIGTERM\n"
+    });
+    drop(p.finish(LONG));
+
+    // As a subreaper under a shell that is killed: the option survives the re-exec into the
+    // supervise-only mode. The app records SIGTERM, and the supervisor exits with it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("signals");
+    let log = dir.path().join("log");
+    let script = format!(
+        "{} run --init always --parent-death-signal TERM -- python3 -c '{}' {} 1 2>{} & wait",
+        bin(),
+        RECORDER.replace('\'', "'\\''"),
+        out.display(),
+        log.display()
+    );
+    let mut shell = std::process::Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let ready = dir.path().join("signals.ready");
+    wait_until("the app's handlers", LONG, || ready.exists());
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    wait_until("the app to hear SIGTERM", LONG, || {
+        std::fs::read_to_string(&out).unwrap_or_default() == "SIGTERM\n"
+    });
+    wait_until("the supervisor to exit", LONG, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("exited")
+    });
+
+    // Without the option, the orphaned supervisor and its app just go on (the reason to have it).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("signals");
+    let script = format!(
+        "{} run --init always -- python3 -c '{}' {} 1 2>/dev/null & echo $! > {}/pid; wait",
+        bin(),
+        RECORDER.replace('\'', "'\\''"),
+        out.display(),
+        dir.path().display()
+    );
+    let mut shell = std::process::Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    wait_until("the app's handlers", LONG, || dir.path().join("signals.ready").exists());
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pid")).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(kill(Pid::from_raw(pid), None).is_ok(), "the supervisor is still running");
+    assert!(!out.exists(), "the app heard nothing");
+    send(pid, Signal::SIGTERM);
+    wait_until("the supervisor to stop", LONG, || kill(Pid::from_raw(pid), None).is_err());
+}
