@@ -656,3 +656,97 @@ fn parent_death_signal_reaches_the_supervisor_which_stops_the_app() {
     send(pid, Signal::SIGTERM);
     wait_until("the supervisor to stop", LONG, || kill(Pid::from_raw(pid), None).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Under a terminal (`docker run -it`), driven through a real pseudo-terminal by
+// tests/support/pty-drive.py.
+
+#[derive(Debug, Clone, Copy)]
+enum Tty {
+    /// preflight leads the terminal's session, as PID 1 of `docker run -it` does: it hands the
+    /// terminal to the app's own session.
+    SessionLeader,
+    /// PID 1 of a new PID namespace whose parent (`unshare`) leads the session: the app's
+    /// group becomes the terminal's foreground group.
+    Pid1InAnotherSession,
+}
+
+/// Runs preflight `args` under a new pseudo-terminal and plays `steps` (("expect", text) or
+/// ("send", text)). Returns the terminal's output and the exit code.
+fn under_pty(how: Tty, args: &[&str], steps: &[(&str, &str)]) -> (String, i32) {
+    let mut cmd = std::process::Command::new("python3");
+    let steps = serde_json::to_string(steps).unwrap();
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty-drive.py")).arg(&steps).arg("--");
+    if matches!(how, Tty::Pid1InAnotherSession) {
+        cmd.args(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]);
+    }
+    let out = cmd.arg(bin()).args(args).env_remove("DATABASE_URL").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("pty-drive: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let output = report["output"].as_str().unwrap().to_owned();
+    assert!(
+        report["failed"].is_null(),
+        "{how:?} {args:?}: step {} failed; output:\n{output}",
+        report["failed"]
+    );
+    let code = report["code"].as_i64().unwrap_or_else(|| panic!("{how:?}: killed by a signal: {report}"));
+    (output, code as i32)
+}
+
+/// Ctrl-C reaches the app once, from the terminal itself; preflight does not pass on a second
+/// copy, and the SIGHUP/SIGCONT of the terminal hand-off never reach the app (it would die of
+/// SIGHUP, exit 129, before printing anything).
+#[test]
+fn under_a_terminal_ctrl_c_reaches_the_app_once_and_the_hand_off_not_at_all() {
+    let app = "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 0.05; done";
+    for how in [Tty::SessionLeader, Tty::Pid1InAnotherSession] {
+        for extra in [&[][..], &["--signal-child-only"][..]] {
+            let mut args = vec!["run", "--init", "always"];
+            args.extend_from_slice(extra);
+            args.extend(["--", "sh", "-c", app]);
+            let (output, code) =
+                under_pty(how, &args, &[("expect", "ready"), ("send", "\u{3}"), ("expect", "got-int")]);
+            assert_eq!(code, 5, "{how:?} {extra:?}: {output}");
+            assert_eq!(output.matches("got-int").count(), 1, "{how:?} {extra:?}: {output}");
+        }
+    }
+}
+
+/// An interactive shell as the app keeps its job control: Ctrl-Z stops its foreground job,
+/// `fg` resumes it (the job hears SIGCONT), Ctrl-C ends it, and the shell's exit code is
+/// preflight's.
+#[test]
+fn an_interactive_shell_under_preflight_keeps_job_control() {
+    // One process that forks nothing, so that Ctrl-Z cannot land between a fork and a wait.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.py");
+    std::fs::write(
+        &script,
+        "import os, signal\n\
+         signal.signal(signal.SIGCONT, lambda *a: print('cont', flush=True))\n\
+         signal.signal(signal.SIGINT, lambda *a: os._exit(0))\n\
+         print('st' + str(1 + 1), flush=True)\n\
+         while True:\n    signal.pause()\n",
+    )
+    .unwrap();
+    let job = format!("python3 {}\n", script.display());
+    let steps = [
+        ("expect", "$ "),
+        ("send", &job),
+        ("expect", "st2"),
+        ("send", "\u{1a}"),
+        ("expect", "Stopped"),
+        ("expect", "$ "),
+        ("send", "fg\n"),
+        ("expect", "cont"),
+        ("send", "\u{3}"),
+        ("expect", "$ "),
+        ("send", "echo done$((2+3)); exit 4\n"),
+        ("expect", "done5"),
+    ];
+    for how in [Tty::SessionLeader, Tty::Pid1InAnotherSession] {
+        let args = ["run", "--init", "always", "--", "env", "PS1=$ ", "bash", "--norc", "--noprofile", "-i"];
+        let (output, code) = under_pty(how, &args, &steps);
+        assert_eq!(code, 4, "{how:?}: {output}");
+    }
+}
