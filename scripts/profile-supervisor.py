@@ -63,11 +63,16 @@ def scenarios(tmp):
             ["TERM"],
         ),
         (
-            ["--init", "always", "--leftover-grace", "200ms", "--log-format", "json"],
+            ["--subreaper", "--leftover-grace", "200ms", "--log-format", "json"],
             ["sh", "-c", f"(trap '' TERM; touch {ready}; sleep 30) & while [ ! -e {ready} ]; do sleep 0.02; done"],
             [],
         ),
-        (["--init", "always"], ["sh", "-c", "for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5"], []),
+        (["--subreaper"], ["sh", "-c", "for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5"], []),
+        (
+            ["--remap-exit", "143:0", "--rewrite-signal", "28:none", "--parent-death-signal", f"15:{os.getpid()}"],
+            ["sh", "-c", "sleep 30"],
+            ["WINCH", "TERM"],
+        ),
         (["--user", "65534:65534", "--signal-child-only"], ["sh", "-c", "sleep 30"], ["INT"]),
         ([], ["/nonexistent/app"], []),
     ]

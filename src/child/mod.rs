@@ -90,10 +90,11 @@ pub fn prepare(cmd: &mut std::process::Command, setup: Setup) {
     }
 }
 
-/// Makes the kernel send `sig` to this process when its parent dies, and checks that the
-/// parent is still `parent`: if it died first, nobody would, so the signal is raised here.
-/// `PR_SET_PDEATHSIG` survives exec (not set-uid), but it is set again after the supervisor's
-/// re-exec all the same, as the issue of a parent dying in between is only closed by the check.
+/// Makes the kernel send `sig` to this process when its parent dies, then checks that the
+/// parent is still `parent` (the one it had when the option was read): if it died before the
+/// request, the kernel never will, so the signal is raised here. `PR_SET_PDEATHSIG` survives a
+/// plain exec; the supervise-only mode asks again all the same, since only the check closes
+/// the window in which the parent died during the re-exec.
 pub fn die_with_parent(sig: i32, parent: i32) -> std::io::Result<()> {
     // SAFETY: prctl, getppid and kill with plain integers.
     unsafe {

@@ -24,19 +24,31 @@
 //! is left to reap, and recognizes the main child *inside* that loop by its pid; it never waits
 //! for one pid in particular (the hang catatonit had).
 //!
-//! **Forwarding.** The app runs in a process group of its own (and, on a terminal, the
-//! foreground group), and signals go to that whole group by default, so every member of
-//! `sh -c 'a | b'` hears SIGTERM; `--signal-child-only` sends to the app alone. Every catchable
-//! signal is forwarded, including SIGSEGV, SIGBUS and other fault signals *sent with kill* (a
-//! real fault in preflight would still kill it: the kernel forces those). SIGTSTP, SIGTTIN and
+//! **Forwarding.** The app runs in a process group of its own, and signals go to that whole
+//! group by default, so every member of `sh -c 'a | b'` hears SIGTERM; `--signal-child-only`
+//! sends to the app alone. Every catchable signal is forwarded, including SIGSEGV, SIGBUS and
+//! other fault signals *sent with kill* (a real fault in preflight would still kill it: the
+//! kernel forces those), unless `--rewrite-signal` changes or drops it. SIGTSTP, SIGTTIN and
 //! SIGTTOU are forwarded too; preflight itself never stops on them, so as PID 1 it stays able
 //! to reap and to forward the SIGCONT that resumes the app.
+//!
+//! **The terminal.** When preflight leads its terminal's session (PID 1 of `docker run -it`),
+//! it gives the terminal up and the app takes it in a session of its own (`child::Terminal`):
+//! the SIGHUP and SIGCONT the kernel sends preflight's group for that hand-off are taken before
+//! the app starts, never forwarded. Otherwise the app's group becomes the foreground group, if
+//! preflight's is. Either way the terminal's own signals (Ctrl-C, Ctrl-Z) reach the app from the
+//! kernel, once; preflight, outside the foreground group, does not see them.
 //!
 //! **Stopping.** SIGTERM and SIGINT (fly.io's default `kill_signal`) are stop signals.
 //! `--stop-delay` holds the first one back so a load balancer stops routing first; a second
 //! one is forwarded at once. `--stop-timeout` SIGKILLs the group if the app outlives it. When
 //! the app exits, what is left of its group gets SIGTERM, then SIGKILL after
 //! `--leftover-grace`, because the kernel's SIGKILL at PID 1's exit gives none.
+//!
+//! **Decisions and system calls.** What to do on a signal, an exit or the passing of time is a
+//! pure function (`policy`), tested with a made-up clock; this module only feeds it events and
+//! carries out its actions. After the app has started the supervisor moves to `/`, so the
+//! directory the app started in can be unmounted.
 
 use std::ffi::OsString;
 use std::mem::MaybeUninit;
