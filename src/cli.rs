@@ -44,7 +44,7 @@ pub enum Command {
     /// Wait until every dependency is ready, then exit 0.
     ///
     /// Example: preflight wait --database-url postgres://app@db/app --timeout 30s
-    Wait(WaitArgs),
+    Wait(Box<WaitArgs>),
     /// Wait for every dependency, migrate (or wait for the schema), then start COMMAND in place
     /// of preflight.
     ///
@@ -341,6 +341,12 @@ pub struct WaitArgs {
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Read the database URL from this file instead: a Docker secret (/run/secrets/NAME) or a
+    /// Kubernetes Secret volume, so the password is neither in the environment nor in argv.
+    /// One trailing newline is dropped. Exclusive with --database-url / DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
+    pub database_url_file: Option<std::path::PathBuf>,
+
     /// Read the database URL from the environment variable NAME instead of DATABASE_URL (as
     /// dbmate's --env): e.g. a direct URL for migrations beside the app's pooled DATABASE_URL.
     #[arg(long, env = "PREFLIGHT_DATABASE_URL_ENV", value_name = "NAME")]
@@ -352,6 +358,11 @@ pub struct WaitArgs {
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
     #[arg(long, value_name = "TARGET")]
     pub wait_for: Vec<String>,
+
+    /// More targets, from a file: one per line (blank lines and lines starting with # are
+    /// skipped), for targets whose URLs hold passwords. Example: /run/secrets/wait-for
+    #[arg(long, env = "PREFLIGHT_WAIT_FOR_FILE", value_name = "PATH")]
+    pub wait_for_file: Option<std::path::PathBuf>,
 
     /// Overall deadline for the wait; 0 waits forever. Example: 2m
     #[arg(long, env = "PREFLIGHT_TIMEOUT", default_value = "60s", value_name = "DURATION")]

@@ -99,6 +99,9 @@ pub enum ConfigError {
     #[error("{}: {why}", ini.display())]
     Revision { ini: PathBuf, why: String },
 
+    #[error("{what} {}: {why}; give a readable file that holds the value (and nothing else)", path.display())]
+    SecretFile { what: &'static str, path: PathBuf, why: String },
+
     #[error("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT, or FROM:none to drop FROM")]
     RewriteSignal { spec: String },
 
@@ -194,7 +197,7 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
         let log_format = cli.log_format;
         let command = match cli.command {
-            cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(args)?),
+            cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(*args)?),
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
@@ -254,13 +257,27 @@ impl WaitConfig {
     fn from_args(args: cli::WaitArgs) -> Result<Self, Error> {
         let mut targets = Vec::new();
         let mut database = None;
-        let (source, url) = match args.database_url_env.as_deref() {
-            Some(name) => {
+        // As the official postgres image treats POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE.
+        // (--database-url-env is meant to be used beside DATABASE_URL: it names which one.)
+        let url_given = args.database_url.as_deref().is_some_and(|u| !u.trim().is_empty());
+        if args.database_url_file.is_some() && (url_given || args.database_url_env.is_some()) {
+            return Err(ConfigError::Rule(
+                "DATABASE_URL_FILE / --database-url-file is set beside DATABASE_URL / --database-url or \
+                 --database-url-env: they are exclusive, keep one",
+            )
+            .into());
+        }
+        let (source, url) = match (args.database_url_env.as_deref(), &args.database_url_file) {
+            (None, Some(path)) => {
+                let url = read_secret_file("--database-url-file / DATABASE_URL_FILE", path)?;
+                ("--database-url-file / DATABASE_URL_FILE".to_owned(), Some(url))
+            }
+            (Some(name), _) => {
                 let url = std::env::var(name)
                     .map_err(|_| ConfigError::UnsetUrlVariable { name: name.to_owned() })?;
                 (name.to_owned(), Some(url))
             }
-            None => ("--database-url / DATABASE_URL".to_owned(), args.database_url),
+            (None, None) => ("--database-url / DATABASE_URL".to_owned(), args.database_url),
         };
         let database_from_named_env = args.database_url_env.is_some();
         if let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) {
@@ -282,6 +299,19 @@ impl WaitConfig {
                 target::parse_wait_for(raw)
                     .map_err(|e| ConfigError::Target { from: from.to_owned(), source: e })?,
             );
+        }
+        if let Some(path) = &args.wait_for_file {
+            let what = "--wait-for-file / PREFLIGHT_WAIT_FOR_FILE";
+            let text = read_secret_file(what, path)?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let from = format!("{what} {} line {}", path.display(), n + 1);
+                targets
+                    .push(target::parse_wait_for(line).map_err(|e| ConfigError::Target { from, source: e })?);
+            }
         }
 
         let timeout = duration("--timeout", &args.timeout)?;
@@ -588,6 +618,21 @@ fn split_command(flag: &'static str, raw: &str) -> Result<Vec<String>, Error> {
     }
 }
 
+/// The contents of a file that holds a secret (a Docker or Kubernetes secret), without its
+/// trailing newline. Its URLs' passwords are registered for redaction before anything can print
+/// them; errors name the path, never the contents.
+fn read_secret_file(what: &'static str, path: &Path) -> Result<String, Error> {
+    let bad = |why: String| ConfigError::SecretFile { what, path: path.to_path_buf(), why };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("it is not UTF-8 text".into()))?;
+    crate::redact::register_from_raw(text.lines());
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if text.trim().is_empty() {
+        return Err(bad("it is empty".into()).into());
+    }
+    Ok(text.to_owned())
+}
+
 /// Human durations (`250ms`, `5s`, `2m`, `1h30m`); a bare `0` is accepted for "none".
 /// Durations are capped at a year: longer ones overflow clock arithmetic and the supervisor's
 /// copy of the flag, and a deadline of centuries is a typo for something else.
@@ -617,7 +662,7 @@ mod tests {
         let mut argv = vec!["preflight", "wait"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
-            cli::Command::Wait(a) => WaitConfig::from_args(a),
+            cli::Command::Wait(a) => WaitConfig::from_args(*a),
             _ => unreachable!(),
         }
     }

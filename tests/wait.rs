@@ -573,3 +573,57 @@ fn a_connection_that_reaches_itself_is_never_ready() {
         assert!(!done.stderr.contains("INFO ready"), "{done}");
     }
 }
+
+/// Docker and Kubernetes secrets are files: the URL is read from DATABASE_URL_FILE (one
+/// trailing newline dropped), other targets from PREFLIGHT_WAIT_FOR_FILE, one per line. Errors
+/// name the file, never what is in it.
+#[test]
+fn secrets_are_read_from_files() {
+    let (_pg, url) = Pg::running();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("db-url");
+    std::fs::write(&secret, format!("{url}\n")).unwrap();
+    let secret_s = secret.to_str().unwrap();
+    let done = Preflight::spawn_with(None, &["wait", "--timeout", "20s"], &[("DATABASE_URL_FILE", secret_s)])
+        .finish(LONG);
+    done.expect_code(0).expect_no_password();
+    assert!(done.stderr.contains("ready"), "{done}");
+    let done = preflight(None, &["wait", "--database-url-file", secret_s, "--timeout", "20s"], LONG);
+    done.expect_code(0).expect_no_password();
+
+    // Beside DATABASE_URL: exclusive, as the postgres image has it.
+    let env = [("DATABASE_URL_FILE", secret_s), ("DATABASE_URL", url.as_str())];
+    let done = Preflight::spawn_with(None, &["wait"], &env).finish(LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.stderr.contains("exclusive"), "{done}");
+
+    // Missing, empty, or holding a malformed URL: exit 2 naming the file; the contents never shown.
+    let missing = dir.path().join("nope");
+    let done = preflight(None, &["wait", "--database-url-file", missing.to_str().unwrap()], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains(&format!("{}: cannot read it", missing.display())), "{done}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let done = preflight(None, &["wait", "--database-url-file", empty.to_str().unwrap()], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("it is empty"), "{done}");
+    let malformed = dir.path().join("malformed");
+    std::fs::write(&malformed, format!("postgres:/app:{PASSWORD}@db/app\n")).unwrap();
+    let done = preflight(None, &["wait", "--database-url-file", malformed.to_str().unwrap()], LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.stderr.contains("--database-url-file / DATABASE_URL_FILE"), "{done}");
+
+    // Targets from a file: comments and blank lines skipped; a bad line is named by number.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let targets = dir.path().join("targets");
+    std::fs::write(&targets, format!("# dependencies\n\ntcp://127.0.0.1:{port}\n{url}\n")).unwrap();
+    let env = [("PREFLIGHT_WAIT_FOR_FILE", targets.to_str().unwrap())];
+    let done = Preflight::spawn_with(None, &["wait", "--timeout", "20s"], &env).finish(LONG);
+    done.expect_code(0).expect_no_password();
+    assert_eq!(done.stderr.matches("INFO ready").count(), 2, "{done}");
+    std::fs::write(&targets, format!("tcp://127.0.0.1:{port}\nredis:/x:{PASSWORD}@r\n")).unwrap();
+    let done = Preflight::spawn_with(None, &["wait"], &env).finish(LONG);
+    done.expect_code(2).expect_no_password();
+    assert!(done.stderr.contains("line 2"), "{done}");
+}
