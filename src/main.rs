@@ -73,7 +73,12 @@ fn usage_error(err: clap::Error) -> exit::Exit {
         let _ = err.print();
         return exit::Exit::Success;
     }
-    let text = err.render().to_string();
+    let mut text = err.render().to_string();
+    if let Some(tip) = tip(&err) {
+        // Before clap's closing "For more information" line.
+        let at = text.find("\nFor more information").map_or(text.len(), |i| i + 1);
+        text.insert_str(at, &format!("  tip: {tip}\n\n"));
+    }
     let text = redact::scrub(&text);
     let json = config::LogConfig { format: cli::LogFormat::Json, filter: "info".into() };
     if json_logs_requested() && log::init(&json).is_ok() {
@@ -85,6 +90,38 @@ fn usage_error(err: clap::Error) -> exit::Exit {
         eprint!("{text}");
     }
     exit::Exit::Usage
+}
+
+/// The fix for the mistakes people make most: the app's command without `--`, and a bad value
+/// that came from an environment variable rather than the command line (clap names the flag).
+fn tip(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let invalid = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => return None,
+    };
+    match err.kind() {
+        ErrorKind::UnknownArgument if !invalid.starts_with('-') && args.iter().any(|a| a == "run") => {
+            Some(format!("the app's command goes after --: preflight run [OPTIONS] -- {invalid} …"))
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let long = invalid.split_whitespace().next()?.trim_start_matches("--").to_owned();
+            let on_command_line =
+                args.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+            let command = <cli::Cli as clap::CommandFactory>::command();
+            let env = std::iter::once(&command)
+                .chain(command.get_subcommands())
+                .flat_map(|c| c.get_arguments())
+                .find(|a| a.get_long() == Some(long.as_str()))?
+                .get_env()?
+                .to_string_lossy()
+                .into_owned();
+            (!on_command_line && std::env::var_os(&env).is_some())
+                .then(|| format!("the value comes from the environment variable {env}: fix or unset it"))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `--log-format json` (or PREFLIGHT_LOG_FORMAT=json) was asked for, read from the raw

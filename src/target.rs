@@ -209,15 +209,34 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
         )));
     }
     parse_database_url(raw).map_err(|e| {
-        if raw.contains("://") || raw.contains(':') {
-            e
-        } else {
-            TargetError(format!(
-                "--wait-for '{raw}' is not a URL: write tcp://HOST:PORT, http://HOST/PATH or a \
-                 database URL"
-            ))
+        if is_host_port(raw) {
+            // wait-for-it's and dockerize's habit.
+            return TargetError(format!("'{raw}' has no scheme: for a port, write tcp://{raw}"));
+        }
+        let scheme = raw.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite") => e,
+            Some(scheme) if raw.contains("://") => {
+                TargetError(format!("unsupported scheme '{scheme}': a target is {WAIT_FOR_SCHEMES}"))
+            }
+            _ => TargetError(format!("'{raw}' is not a URL: a target is {WAIT_FOR_SCHEMES}")),
         }
     })
+}
+
+const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, or a database URL (postgres://, postgresql://, mysql://, \
+     mariadb:// or sqlite:)";
+
+/// `db:5432`, `10.0.0.5:6379`, `[::1]:5432`: a host and a port, without a scheme.
+fn is_host_port(raw: &str) -> bool {
+    let Some((host, port)) = raw.rsplit_once(':') else { return false };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    host_ok && !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit())
 }
 
 fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetError> {
@@ -540,5 +559,21 @@ mod tests {
         assert!(parse_wait_for("tcp://db").is_err());
         assert!(parse_wait_for("db:5432").is_err());
         assert!(matches!(parse_wait_for("mysql://u@db/x").unwrap().kind, TargetKind::MySql { .. }));
+    }
+
+    #[test]
+    fn common_mistakes_get_the_fix() {
+        for bare in ["db:5432", "10.0.0.5:6379", "[::1]:5432", "my-db.internal:5432"] {
+            let e = parse_wait_for(bare).unwrap_err().to_string();
+            assert_eq!(e, format!("'{bare}' has no scheme: for a port, write tcp://{bare}"));
+        }
+        let e = parse_wait_for("redis://cache:6379").unwrap_err().to_string();
+        assert!(e.starts_with("unsupported scheme 'redis': a target is tcp://HOST:PORT, http://"), "{e}");
+        assert!(e.contains("mariadb://") && e.contains("sqlite:"), "{e}");
+        let e = parse_wait_for("cache").unwrap_err().to_string();
+        assert!(e.starts_with("'cache' is not a URL: a target is tcp://"), "{e}");
+        // A database URL's own problem is kept, not replaced by the list.
+        let e = parse_wait_for("postgres://u@").unwrap_err().to_string();
+        assert!(!e.contains("a target is"), "{e}");
     }
 }

@@ -627,3 +627,31 @@ fn secrets_are_read_from_files() {
     done.expect_code(2).expect_no_password();
     assert!(done.stderr.contains("line 2"), "{done}");
 }
+
+/// The mistakes people bring from other tools get the fix in the message, exit 2.
+#[test]
+fn common_mistakes_get_the_fix() {
+    let done = preflight(None, &["run", "gunicorn", "app:app"], LONG);
+    done.expect_code(2);
+    assert!(
+        done.stderr.contains("tip: the app's command goes after --: preflight run [OPTIONS] -- gunicorn"),
+        "{done}"
+    );
+    let done = preflight(None, &["wait", "--wait-for", "db:5432"], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("'db:5432' has no scheme: for a port, write tcp://db:5432"), "{done}");
+    let done = preflight(None, &["wait", "--wait-for", "amqp://rabbit:5672"], LONG);
+    done.expect_code(2);
+    assert!(
+        done.stderr.contains("unsupported scheme 'amqp': a target is tcp://HOST:PORT, http://"),
+        "{done}"
+    );
+    let done =
+        Preflight::spawn_with(None, &["run", "--", "true"], &[("PREFLIGHT_INIT", "sometimes")]).finish(LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("the environment variable PREFLIGHT_INIT"), "{done}");
+    // Given on the command line, the flag is what is wrong: no word about the variable.
+    let done = preflight(None, &["run", "--init", "sometimes", "--", "true"], LONG);
+    done.expect_code(2);
+    assert!(!done.stderr.contains("environment variable"), "{done}");
+}
