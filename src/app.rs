@@ -228,7 +228,7 @@ pub fn supervise_only() -> Option<Exit> {
             return Some(Exit::Usage);
         }
     };
-    if let Err(err) = supervise::log::init(init.log_format, &init.log_level) {
+    if let Err(err) = supervise::log::init(init.log_format, &init.log_level, init.ansi) {
         eprintln!("preflight: {err}");
         return Some(err.exit());
     }

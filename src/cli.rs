@@ -23,7 +23,7 @@ Exit codes: 0 ok, 2 usage, 3 permanent dependency error, 124 deadline passed,
 
 /// Wait for the database and other dependencies, then start the application.
 #[derive(Debug, Parser)]
-#[command(name = "preflight", version, about, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "preflight", version = env!("PREFLIGHT_VERSION"), about, after_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -35,9 +35,13 @@ pub struct Cli {
     /// Log filter, in tracing's EnvFilter syntax: `debug`, or `info,preflight=debug`.
     #[arg(long, global = true, env = "PREFLIGHT_LOG", default_value = "info", value_name = "FILTER")]
     pub log_level: String,
+
+    /// Colour in text logs: auto (when stderr is a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, global = true, env = "PREFLIGHT_COLOR", value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
 }
 
-pub use crate::log::LogFormat;
+pub use crate::log::{Color, LogFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

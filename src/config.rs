@@ -185,23 +185,30 @@ pub struct MigratePhase {
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
+    /// Colour in text logs (`--color`, NO_COLOR).
+    pub ansi: bool,
 }
 
 impl LogConfig {
     pub fn from_cli(cli: &Cli) -> Self {
-        LogConfig { format: cli.log_format, filter: cli.log_level.clone() }
+        LogConfig { format: cli.log_format, filter: cli.log_level.clone(), ansi: cli.color.ansi() }
+    }
+
+    /// JSON lines at info: for errors that come before the configuration is known.
+    pub fn json() -> Self {
+        LogConfig { format: LogFormat::Json, filter: "info".into(), ansi: false }
     }
 }
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
-        let log_format = cli.log_format;
+        let (log_format, ansi) = (cli.log_format, cli.color.ansi());
         let command = match cli.command {
             cli::Command::Wait(args) => Command::Wait(WaitConfig::from_args(*args)?),
             cli::Command::Run(run) => {
                 let wait = WaitConfig::from_args(run.wait)?;
                 let migrate = MigratePhase::from_args(&wait, run.migrate, false)?;
-                let init = init_plan(&run.init, log_format)?;
+                let init = init_plan(&run.init, log_format, ansi)?;
                 Command::Run { wait, migrate, init, argv: run.command }
             }
             cli::Command::Migrate(m) => {
@@ -529,7 +536,7 @@ fn check_action(source: &Source, action: &Action) -> Result<(), Error> {
 }
 
 /// Validates the init flags into the supervisor's settings, and decides whether to supervise.
-fn init_plan(args: &cli::InitArgs, log_format: LogFormat) -> Result<InitPlan, Error> {
+fn init_plan(args: &cli::InitArgs, log_format: LogFormat, ansi: bool) -> Result<InitPlan, Error> {
     let stop_timeout = args.stop_timeout.as_deref().map(|d| duration("--stop-timeout", d)).transpose()?;
     let stop_delay = args.stop_delay.as_deref().map(|d| duration("--stop-delay", d)).transpose()?;
     let leftover_grace = duration("--leftover-grace", &args.leftover_grace)?;
@@ -584,6 +591,7 @@ fn init_plan(args: &cli::InitArgs, log_format: LogFormat) -> Result<InitPlan, Er
         // the supervisor's events (it has no EnvFilter of its own).
         log_format,
         log_level: crate::supervise::log::level_for_supervisor().to_owned(),
+        ansi,
     };
     Ok(InitPlan { supervise, config })
 }

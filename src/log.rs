@@ -9,6 +9,28 @@ use crate::config::LogConfig;
 use crate::error::Error;
 use crate::redact;
 
+/// Whether text logs are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// When stderr is a terminal and NO_COLOR is unset or empty (https://no-color.org).
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to write ANSI colour codes on stderr.
+    pub fn ansi(self) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
 /// Log line format on stderr: human-readable text or one JSON object per line. Here, not in
 /// `cli`, so the supervise-only mode (which never builds the CLI) shares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +56,7 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(ScrubbedStderr).with_target(false);
     let result = match config.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder.with_ansi(config.ansi).try_init(),
         LogFormat::Json => {
             builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
         }

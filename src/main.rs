@@ -46,7 +46,7 @@ fn cli_main(started: Instant) -> ExitCode {
     };
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
         // A bad --log-level: reported as the format asks, JSON included.
-        let json = config::LogConfig { format: cli::LogFormat::Json, filter: "info".into() };
+        let json = config::LogConfig::json();
         if cli.log_format == cli::LogFormat::Json && log::init(&json).is_ok() {
             tracing::error!(exit_code = err.exit().code(), "{err}");
         } else {
@@ -80,7 +80,7 @@ fn usage_error(err: clap::Error) -> exit::Exit {
         text.insert_str(at, &format!("  tip: {tip}\n\n"));
     }
     let text = redact::scrub(&text);
-    let json = config::LogConfig { format: cli::LogFormat::Json, filter: "info".into() };
+    let json = config::LogConfig::json();
     if json_logs_requested() && log::init(&json).is_ok() {
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let message = lines.next().unwrap_or_default().trim_start_matches("error: ").to_owned();

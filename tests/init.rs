@@ -750,3 +750,43 @@ fn an_interactive_shell_under_preflight_keeps_job_control() {
         assert_eq!(code, 4, "{how:?}: {output}");
     }
 }
+
+/// Colour in text logs: on a terminal unless NO_COLOR is set, never otherwise, or as --color
+/// says; the supervise-only process follows the parent's decision.
+#[test]
+fn colour_follows_the_terminal_no_color_and_the_flag() {
+    let esc = "\u{1b}[";
+    let app = ["--", "sh", "-c", "echo ready"];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--init", "always"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&app);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = run(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (output, _) = under_pty(Tty::SessionLeader, &args, &[("expect", "ready")]);
+    assert_eq!(output.matches("INFO").count(), output.matches(&format!("{esc}32m INFO")).count(), "{output}");
+    assert!(output.contains(&format!("{esc}32m INFO{esc}0m exited")), "the supervisor colours too: {output}");
+    let with = |name: &str, value: &str| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty-drive.py"))
+            .arg(r#"[["expect","ready"]]"#)
+            .arg("--")
+            .arg(bin())
+            .args(&args)
+            .env(name, value);
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = with("NO_COLOR", "1");
+    assert!(report.contains("exited") && !report.contains("\\u001b["), "{report}");
+    let report = with("PREFLIGHT_COLOR", "never");
+    assert!(report.contains("exited") && !report.contains("\\u001b["), "{report}");
+    // Not a terminal: plain, unless asked.
+    let done = preflight(None, &run(&[]).iter().map(String::as_str).collect::<Vec<_>>(), LONG);
+    assert!(!done.stderr.contains(esc), "{done}");
+    let done =
+        preflight(None, &run(&["--color", "always"]).iter().map(String::as_str).collect::<Vec<_>>(), LONG);
+    assert!(done.stderr.contains(&format!("{esc}32m INFO{esc}0m exited")), "{done}");
+}

@@ -35,6 +35,8 @@ pub struct SupervisorArgs {
     pub log_format: LogFormat,
     /// One level name (`info`): what the parent's filter enables for the supervisor.
     pub log_level: String,
+    /// Colour in text logs, as the parent decided (`--color`, NO_COLOR, a terminal).
+    pub ansi: bool,
 }
 
 /// The signal to get when the parent dies, and the parent it was asked under: after the
@@ -59,6 +61,7 @@ impl Default for SupervisorArgs {
             remap_exit: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            ansi: false,
         }
     }
 }
@@ -98,6 +101,9 @@ impl SupervisorArgs {
         if self.subreaper {
             argv.push("--subreaper".to_owned());
         }
+        if self.ansi {
+            argv.push("--ansi".to_owned());
+        }
         argv
     }
 
@@ -115,6 +121,10 @@ impl SupervisorArgs {
                 }
                 "--subreaper" => {
                     args.subreaper = true;
+                    continue;
+                }
+                "--ansi" => {
+                    args.ansi = true;
                     continue;
                 }
                 _ => {}
@@ -193,6 +203,7 @@ mod tests {
             remap_exit: vec![(143, 0), (1, 0)],
             log_format: LogFormat::Json,
             log_level: "debug".to_owned(),
+            ansi: true,
         }
     }
 
@@ -222,6 +233,7 @@ mod tests {
             SupervisorArgs { remap_exit: full.remap_exit.clone(), ..Default::default() },
             SupervisorArgs { log_format: LogFormat::Json, ..Default::default() },
             SupervisorArgs { log_level: "debug".into(), ..Default::default() },
+            SupervisorArgs { ansi: true, ..Default::default() },
         ];
         for args in one_field_each {
             let argv = args.to_argv();

@@ -8,7 +8,7 @@
 //! none of that. The parent resolves its full filter to that one level (`level_for_supervisor`).
 
 use std::fmt::{self, Write as _};
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,13 +41,13 @@ pub fn level_for_supervisor() -> &'static str {
 }
 
 /// Installs the supervisor's logger. `level` is one level name (`info`), as the parent passes.
-pub fn init(format: LogFormat, level: &str) -> Result<(), Error> {
+pub fn init(format: LogFormat, level: &str, ansi: bool) -> Result<(), Error> {
     let max = LevelFilter::from_str(level).map_err(|_| {
         Error::usage(format!(
             "--log-level '{level}' is not a level: use trace, debug, info, warn, error or off"
         ))
     })?;
-    let logger = Logger { max, json: format == LogFormat::Json, ansi: std::io::stderr().is_terminal() };
+    let logger = Logger { max, json: format == LogFormat::Json, ansi };
     tracing::subscriber::set_global_default(logger)
         .map_err(|e| Error::Internal(format!("cannot install the logger: {e}")))
 }
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn levels_parse_and_bad_ones_name_the_fix() {
-        let err = init(LogFormat::Text, "loud").unwrap_err().to_string();
+        let err = init(LogFormat::Text, "loud", false).unwrap_err().to_string();
         assert!(err.contains("'loud'") && err.contains("use trace, debug"), "{err}");
     }
 }
