@@ -44,6 +44,17 @@ pub fn run(config: Config, started: Instant) -> Exit {
             let migrate = migrate.map(|m| (m, Action::Apply { dry_run: false }));
             phases(wait, migrate, &mut timings).and_then(|()| Err(start(&argv, &init, &timings, started)))
         }
+        Command::NewMigration { dir, name, reversible } => {
+            match migrate::new_migration(&dir, &name, reversible, std::time::SystemTime::now()) {
+                Ok(paths) => {
+                    for path in &paths {
+                        println!("{}", path.display());
+                    }
+                    return Exit::Success;
+                }
+                Err(why) => Err(Error::usage(format!("migrate new: {why}"))),
+            }
+        }
         Command::Migrate { wait, migrate, action } => phases(wait, Some((migrate, action)), &mut timings),
         Command::Status { wait, phase, json, check } => {
             let policy = wait.policy.clone();

@@ -154,6 +154,26 @@ pub enum MigrateAction {
     ///
     /// Example: preflight migrate reset --confirm-destroy-all-data --backup
     Reset(ResetArgs),
+    /// Create the next migration file in the migrations folder, named as sqlx-cli names it:
+    /// `<UTC timestamp>_<name>.sql`, or the next number in a folder numbered 1, 2, 3…
+    /// Prints the path(s) on stdout. Touches no database.
+    ///
+    /// Example: preflight migrate new "add users" --reversible
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// What the migration does; spaces become `_`.
+    pub name: String,
+
+    /// Create the `.up.sql` and `.down.sql` pair (a folder that has pairs gets pairs anyway).
+    #[arg(long, short = 'r')]
+    pub reversible: bool,
+
+    /// The migrations folder (created if missing).
+    #[arg(long, env = "PREFLIGHT_MIGRATIONS", default_value = "migrations", value_name = "DIR")]
+    pub migrations: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -153,6 +153,7 @@ pub enum Command {
     Run { wait: WaitConfig, migrate: Option<MigratePhase>, init: InitPlan, argv: Vec<OsString> },
     Migrate { wait: WaitConfig, migrate: MigratePhase, action: Action },
     Status { wait: WaitConfig, phase: MigratePhase, json: bool, check: bool },
+    NewMigration { dir: PathBuf, name: String, reversible: bool },
 }
 
 #[derive(Debug)]
@@ -212,6 +213,15 @@ impl Config {
                 Command::Run { wait, migrate, init, argv: run.command }
             }
             cli::Command::Migrate(m) => {
+                if let Some(cli::MigrateAction::New(new)) = m.action {
+                    return Ok(Config {
+                        command: Command::NewMigration {
+                            dir: new.migrations,
+                            name: new.name,
+                            reversible: new.reversible,
+                        },
+                    });
+                }
                 let (wait, args, action) = match m.action {
                     None => (m.wait, m.migrate, Action::Apply { dry_run: m.dry_run }),
                     Some(cli::MigrateAction::Stamp(s)) => {
@@ -238,6 +248,7 @@ impl Config {
                         }
                         (r.wait, r.migrate, Action::Reset)
                     }
+                    Some(cli::MigrateAction::New(_)) => unreachable!("handled above"),
                 };
                 let wait = WaitConfig::from_args(wait)?;
                 let migrate = MigratePhase::from_args(&wait, args, true)?

@@ -1173,3 +1173,30 @@ fn sigterm_stops_a_mariadb_migration_in_progress() {
     let tables = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'app' AND table_name = 'second_half'";
     assert_eq!(sql_i64(&url, tables), 0, "{done}");
 }
+
+/// `migrate new` writes the next file where the migrations are, prints its path, touches no
+/// database; the file it writes is a valid migration.
+#[test]
+fn migrate_new_creates_a_file_that_migrate_then_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("db/migrations");
+    let folder_s = folder.to_str().unwrap();
+    let done = preflight(None, &["migrate", "new", "add users", "--migrations", folder_s], LONG);
+    done.expect_code(0);
+    let path = done.stdout.trim();
+    let name = std::path::Path::new(path).file_name().unwrap().to_str().unwrap();
+    assert!(name.len() == "20261203101300_add_users.sql".len() && name.ends_with("_add_users.sql"), "{done}");
+    std::fs::write(path, "CREATE TABLE users (id INTEGER);\n").unwrap();
+    let done = preflight(None, &["migrate", "new", "-r", "orders", "--migrations", folder_s], LONG);
+    done.expect_code(0);
+    assert_eq!(done.stdout.lines().count(), 2, "{done}");
+    let db = dir.path().join("app.db");
+    let url = format!("sqlite:{}", db.display());
+    let done = preflight(None, &["migrate", "--database-url", &url, "--migrations", folder_s], LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("applied=2"), "{done}");
+    let done = preflight(None, &["migrate", "new", "no/slashes", "--migrations", folder_s], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("cannot be a migration name"), "{done}");
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 3);
+}

@@ -28,6 +28,7 @@ pub use lock::taken as lock_taken;
 pub use process::handles_signals as command_handles_signals;
 pub use sql::Dialect as SqlDialect;
 pub use sql::Folder as SqlFolder;
+pub use sql::new::create as new_migration;
 pub use sql::version as sql_version;
 
 use std::sync::Arc;

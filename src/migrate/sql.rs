@@ -7,6 +7,7 @@ use sqlx::migrate::{Migration, MigrationType};
 use tracing::{info, warn};
 
 mod files;
+pub mod new;
 mod statements;
 pub use files::Folder;
 pub use statements::{Dialect, split as split_statements};
