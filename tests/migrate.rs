@@ -242,7 +242,13 @@ fn stamp_adopts_an_existing_database_without_running_the_migrations() {
     let status =
         preflight(None, &["status", "--database-url", &url, "--migrations", m.path(), "--check"], LONG);
     status.expect_code(16);
-    assert_eq!(status.stdout.matches("pending").count(), 3, "{status}");
+    assert_eq!(status.stdout.matches(" pending ").count(), 3, "{status}");
+    assert!(
+        status
+            .stdout
+            .ends_with("0 applied, 3 pending, 0 changed, 0 missing, 0 dirty: the schema is not current\n"),
+        "{status}"
+    );
 
     preflight(
         None,

@@ -406,7 +406,10 @@ fn error_line(e: &sqlx::Error, m: &Migration) -> Option<usize> {
 }
 
 fn status_text(plan: &Plan, current: bool) -> String {
-    let mut out = String::new();
+    let mut out = format!(
+        "{:<20} {:<8} {:<20} {:>10}  {}\n",
+        "VERSION", "STATE", "INSTALLED", "DURATION", "DESCRIPTION"
+    );
     for r in &plan.rows {
         let when = r.installed_on.as_deref().unwrap_or("-");
         let took = match r.execution_time {
@@ -422,7 +425,16 @@ fn status_text(plan: &Plan, current: bool) -> String {
             r.description
         ));
     }
-    out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
+    let count = |state| plan.with_state(state).count();
+    out.push_str(&format!(
+        "{} applied, {} pending, {} changed, {} missing, {} dirty: the schema is {}\n",
+        count(State::Applied),
+        count(State::Pending),
+        count(State::Changed),
+        count(State::Missing),
+        count(State::Dirty),
+        if current { "current" } else { "not current" }
+    ));
     out
 }
 

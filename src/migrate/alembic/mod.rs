@@ -607,7 +607,8 @@ impl<'a> Alembic<'a> {
             });
             println!("{}", crate::redact::scrub(&out.to_string()));
         } else {
-            let mut out = String::new();
+            let mut out = format!("{:<16} {:<8} MESSAGE\n", "REVISION", "STATE");
+            let (mut applied, mut pending) = (0, 0);
             for r in &graph.revisions {
                 let mut marks = Vec::new();
                 if graph.heads.contains(&r.id) {
@@ -624,7 +625,13 @@ impl<'a> Alembic<'a> {
                 }
                 let marks =
                     if marks.is_empty() { String::new() } else { format!("  ({})", marks.join("; ")) };
-                out.push_str(&format!("{:<16} {:<8} {}{marks}\n", r.id, state(r), r.message));
+                let state = state(r);
+                if state == "applied" {
+                    applied += 1;
+                } else {
+                    pending += 1;
+                }
+                out.push_str(&format!("{:<16} {:<8} {}{marks}\n", r.id, state, r.message));
             }
             for id in &position.missing {
                 out.push_str(&format!(
@@ -634,7 +641,11 @@ impl<'a> Alembic<'a> {
             }
             let rows = if position.rows.is_empty() { "(none)".to_owned() } else { position.rows.join(", ") };
             out.push_str(&format!("database at: {rows}\nheads:       {}\n", graph.heads.join(", ")));
-            out.push_str(if current { "schema is current\n" } else { "schema is not current\n" });
+            out.push_str(&format!(
+                "{applied} applied, {pending} pending, {} missing: the schema is {}\n",
+                position.missing.len(),
+                if current { "current" } else { "not current" }
+            ));
             print!("{}", crate::redact::scrub(&out));
         }
         self.check_missing(&position)?;
