@@ -68,7 +68,10 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
             let at = path.as_ref().map_or_else(|| ":memory:".into(), |p| p.display().to_string());
             Ok((DbConn::Sqlite(conn), at))
         }
-        TargetKind::Tcp { .. } | TargetKind::Http { .. } => {
+        TargetKind::Tcp { .. }
+        | TargetKind::Http { .. }
+        | TargetKind::Unix { .. }
+        | TargetKind::File { .. } => {
             Err(Failure::new(Class::Permanent(crate::classify::Permanent::Other), "not a database target"))
         }
     }

@@ -100,6 +100,14 @@ pub enum TargetKind {
         endpoint: Endpoint,
         options: Box<MySqlConnectOptions>,
     },
+    /// `unix:///run/app.sock`: ready when a connection is accepted.
+    Unix {
+        path: PathBuf,
+    },
+    /// `file:///shared/ready`: ready when the path exists (a file another container writes).
+    File {
+        path: PathBuf,
+    },
     Sqlite {
         options: Box<SqliteConnectOptions>,
         /// `None` for `:memory:`.
@@ -202,6 +210,20 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             url: SecretUrl(raw.to_owned()),
         });
     }
+    for (scheme, unix) in [("unix://", true), ("file://", false)] {
+        if lower.starts_with(scheme) {
+            let path = &raw[scheme.len()..];
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(TargetError(format!(
+                    "'{raw}' needs an absolute path after {scheme}: write {scheme}/path/to/{}",
+                    if unix { "app.sock" } else { "file" }
+                )));
+            }
+            let path = PathBuf::from(path);
+            let kind = if unix { TargetKind::Unix { path } } else { TargetKind::File { path } };
+            return Ok(Target { name: raw.to_owned(), kind, url: SecretUrl(raw.to_owned()) });
+        }
+    }
     if lower.starts_with("https://") {
         return Err(TargetError(format!(
             "https targets are not supported yet ('{raw}'): wait for the port with tcp://HOST:443, \
@@ -224,7 +246,7 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
     })
 }
 
-const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, or a database URL (postgres://, postgresql://, mysql://, \
+const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
      mariadb:// or sqlite:)";
 
 /// `db:5432`, `10.0.0.5:6379`, `[::1]:5432`: a host and a port, without a scheme.

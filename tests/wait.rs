@@ -655,3 +655,35 @@ fn common_mistakes_get_the_fix() {
     done.expect_code(2);
     assert!(!done.stderr.contains("environment variable"), "{done}");
 }
+
+/// `unix:///PATH` is ready when the socket accepts a connection, `file:///PATH` when the path
+/// exists; both are waited for when they come later.
+#[test]
+fn unix_sockets_and_files_are_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let flag = dir.path().join("shared/ready");
+    let (sock_t, flag_t) = (format!("unix://{}", sock.display()), format!("file://{}", flag.display()));
+    let mut p =
+        Preflight::spawn(None, &["wait", "--wait-for", &sock_t, "--wait-for", &flag_t, "--timeout", "20s"]);
+    p.wait_for_line(&["waiting", "app.sock"], LONG);
+    p.wait_for_line(&["waiting", "does not exist yet"], LONG);
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::create_dir_all(flag.parent().unwrap()).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    assert_eq!(done.stderr.matches("INFO ready").count(), 2, "{done}");
+
+    // A socket file nobody listens on is not ready.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let target = format!("unix://{}", stale.display());
+    let done = preflight(None, &["wait", "--wait-for", &target, "--timeout", "500ms"], LONG);
+    done.expect_code(124);
+    for bad in ["unix://app.sock", "file://", "unix:///"] {
+        let done = preflight(None, &["wait", "--wait-for", bad], LONG);
+        done.expect_code(2);
+        assert!(done.stderr.contains("needs an absolute path"), "{done}");
+    }
+}

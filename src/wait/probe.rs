@@ -40,6 +40,20 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
             let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
+        TargetKind::Unix { path } => {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| Failure::new(classify_io(&e), format!("{}: {e}", path.display())))?;
+            Ok(Ready { at: path.display().to_string(), conn: None })
+        }
+        TargetKind::File { path } => match std::fs::metadata(path) {
+            Ok(_) => Ok(Ready { at: path.display().to_string(), conn: None }),
+            // Not there yet, or a directory on the way is not: another container may create it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Failure::new(Class::NotReady, format!("{} does not exist yet", path.display())))
+            }
+            Err(e) => Err(io_failure(&e)),
+        },
         TargetKind::Postgres { .. } | TargetKind::MySql { .. } | TargetKind::Sqlite { .. } => {
             let (mut conn, at) = db::connect(target, stagger).await?;
             let fail = |e: sqlx::Error| {
