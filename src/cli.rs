@@ -377,7 +377,7 @@ pub struct WaitArgs {
     pub database_url_env: Option<String>,
 
     /// Another dependency: tcp://HOST:PORT, http://HOST[:PORT]/PATH (2xx is ready),
-    /// unix:///PATH (a socket accepts), file:///PATH (exists) or a database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
+    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (logs in and answers PING), unix:///PATH (a socket accepts), file:///PATH (exists) or a database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
     /// separated by commas (a comma inside a password is written %2C there).
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
     #[arg(long, value_name = "TARGET")]

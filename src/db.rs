@@ -70,6 +70,7 @@ pub async fn connect(target: &Target, stagger: Duration) -> Result<(DbConn, Stri
         }
         TargetKind::Tcp { .. }
         | TargetKind::Http { .. }
+        | TargetKind::Redis { .. }
         | TargetKind::Unix { .. }
         | TargetKind::File { .. } => {
             Err(Failure::new(Class::Permanent(crate::classify::Permanent::Other), "not a database target"))

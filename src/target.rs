@@ -100,6 +100,14 @@ pub enum TargetKind {
         endpoint: Endpoint,
         options: Box<MySqlConnectOptions>,
     },
+    /// `redis://[user:password@]host[:port][/db]`: ready when it logs in and answers PING.
+    Redis {
+        host: Host,
+        port: u16,
+        user: Option<String>,
+        password: Option<String>,
+        db: u32,
+    },
     /// `unix:///run/app.sock`: ready when a connection is accepted.
     Unix {
         path: PathBuf,
@@ -210,6 +218,42 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             url: SecretUrl(raw.to_owned()),
         });
     }
+    if lower.starts_with("rediss://") {
+        return Err(TargetError(
+            "rediss:// (Redis over TLS) is not supported yet: wait for the port with tcp://HOST:PORT".into(),
+        ));
+    }
+    if lower.starts_with("redis://") {
+        let (url, zone) = parse_url_with_zone(raw)?;
+        register_secrets(&url);
+        let host = url_host(&url, zone)?;
+        let port = url.port().unwrap_or(6379);
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let user = Some(decode(url.username())).filter(|u| !u.is_empty());
+        let password = url.password().map(decode);
+        let db = match url.path().trim_start_matches('/') {
+            "" => 0,
+            n => n.parse().map_err(|_| {
+                TargetError(format!(
+                    "redis target '{}': the path is the database number (redis://HOST:6379/0)",
+                    redacted_url(&url)
+                ))
+            })?,
+        };
+        if user.is_some() && password.is_none() {
+            return Err(TargetError(format!(
+                "redis target '{}' names a user without a password: write redis://USER:PASSWORD@HOST, or \
+                 redis://:PASSWORD@HOST without ACL users",
+                redacted_url(&url)
+            )));
+        }
+        let name = redacted_url(&url);
+        return Ok(Target {
+            name,
+            kind: TargetKind::Redis { host, port, user, password, db },
+            url: SecretUrl(raw.to_owned()),
+        });
+    }
     for (scheme, unix) in [("unix://", true), ("file://", false)] {
         if lower.starts_with(scheme) {
             let path = &raw[scheme.len()..];
@@ -246,7 +290,7 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
     })
 }
 
-const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
+const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
      mariadb:// or sqlite:)";
 
 /// `db:5432`, `10.0.0.5:6379`, `[::1]:5432`: a host and a port, without a scheme.

@@ -210,6 +210,12 @@ fn no_error_path_prints_a_password() {
             0,
             "dry run",
         ),
+        case(
+            "redis target",
+            &["wait", "--wait-for", &format!("redis://app:{pw}@{nobody}/0"), "--timeout", "300ms"],
+            124,
+            "not ready after",
+        ),
         // Warnings while it waits (the blockers), then exit 18.
         case(
             "blocked DDL",

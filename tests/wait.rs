@@ -687,3 +687,42 @@ fn unix_sockets_and_files_are_waited_for() {
         assert!(done.stderr.contains("needs an absolute path"), "{done}");
     }
 }
+
+/// A real redis-server with a password: ready only once it logs in and answers PING; a wrong
+/// password, none, or a database it does not have fail fast (exit 3), never printing the
+/// password; a server that starts late is waited for.
+#[test]
+fn redis_is_ready_when_it_logs_in_and_answers_ping() {
+    let redis = Redis::running();
+    let done = preflight(None, &["wait", "--wait-for", &redis.url(2), "--timeout", "10s"], LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("INFO ready") && !done.stderr.contains("r3dis-Pw"), "{done}");
+
+    let port = redis.port;
+    for (url, says) in [
+        (format!("redis://:wrong@127.0.0.1:{port}"), "WRONGPASS"),
+        (format!("redis://127.0.0.1:{port}"), "NOAUTH"),
+        (redis.url(9), "DB index is out of range"),
+    ] {
+        let started = std::time::Instant::now();
+        let done = preflight(None, &["wait", "--wait-for", &url, "--timeout", "20s"], LONG);
+        done.expect_code(3);
+        assert!(done.stderr.contains(says) && !done.stderr.contains("r3dis-Pw"), "{url}: {done}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{url}: did not fail fast: {done}");
+    }
+
+    // Started after preflight has seen it down: waited for.
+    drop(redis);
+    let url = format!("redis://:{}@127.0.0.1:{port}/0", Redis::PASSWORD.replace(',', "%2C"));
+    let mut p = Preflight::spawn(None, &["wait", "--wait-for", &url, "--timeout", "20s"]);
+    p.wait_for_line(&["waiting", "redis://"], LONG);
+    let _late = Redis::spawn_on(port);
+    let done = p.finish(LONG);
+    done.expect_code(0);
+    assert!(done.stderr.contains("INFO ready"), "{done}");
+
+    for bad in ["rediss://cache:6380", "redis://cache/x", "redis://user@cache"] {
+        let done = preflight(None, &["wait", "--wait-for", bad], LONG);
+        done.expect_code(2);
+    }
+}

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod schedule;
 
 mod probe;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

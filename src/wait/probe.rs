@@ -40,6 +40,16 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
             let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
+        TargetKind::Redis { host, port, user, password, db } => {
+            let addrs = resolve(host, *port).await?;
+            let login = super::redis::Login { user: user.clone(), password: password.clone(), db: *db };
+            let (addr, ()) = race(addrs, stagger, |addr| {
+                let login = login.clone();
+                async move { super::redis::check(tcp_connect(addr).await?, &login).await }
+            })
+            .await?;
+            Ok(Ready { at: addr.to_string(), conn: None })
+        }
         TargetKind::Unix { path } => {
             tokio::net::UnixStream::connect(path)
                 .await

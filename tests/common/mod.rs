@@ -779,3 +779,67 @@ pub fn sql_try_connect(url: &str) -> Result<(), String> {
         Ok(())
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/// A redis-server (Debian's) on a free loopback port, with a password, its data in a temp dir.
+/// Stopped when dropped.
+pub struct Redis {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Redis {
+    pub const PASSWORD: &'static str = "r3dis-Pw,x";
+
+    /// Starts the server without waiting for it.
+    pub fn spawn() -> Redis {
+        Redis::spawn_on(free_port())
+    }
+
+    pub fn spawn_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", Self::PASSWORD, "--databases", "4"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-test-deps.sh installs it)");
+        Redis { child: Some(child), _dir: dir, port, log }
+    }
+
+    pub fn running() -> Redis {
+        let r = Redis::spawn();
+        r.wait_ready();
+        r
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until("redis to accept connections", Duration::from_secs(20), || {
+            fs::read_to_string(&self.log).unwrap_or_default().contains("Ready to accept connections")
+        });
+    }
+
+    /// `redis://:PASSWORD@127.0.0.1:PORT/DB`, the password percent-encoded.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://:{}@127.0.0.1:{}/{db}", Self::PASSWORD.replace(',', "%2C"), self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
