@@ -91,7 +91,8 @@ impl Failure {
                  is created after the server starts"
             }
             Class::Permanent(Permanent::Tls) => {
-                "check the TLS mode in the URL (sslmode= / ssl-mode=) and the server's certificate"
+                "check the server's certificate and the URL's TLS settings (sslmode= / ssl-mode= \
+                 for a database, ca=PATH or insecure=1 for https://)"
             }
             _ => "check the URL and the server's logs",
         }

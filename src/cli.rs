@@ -376,7 +376,8 @@ pub struct WaitArgs {
     #[arg(long, env = "PREFLIGHT_DATABASE_URL_ENV", value_name = "NAME")]
     pub database_url_env: Option<String>,
 
-    /// Another dependency: tcp://HOST:PORT, http://HOST[:PORT]/PATH (2xx is ready),
+    /// Another dependency: tcp://HOST:PORT, http(s)://HOST[:PORT]/PATH (2xx is ready; options
+    /// status=2xx,301 body=REGEX ca=PEM insecure=1 in the query),
     /// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (logs in and answers PING), unix:///PATH (a socket accepts), file:///PATH (exists) or a database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
     /// separated by commas (a comma inside a password is written %2C there).
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
@@ -440,8 +441,10 @@ mod tests {
         for sub in cmd.get_subcommands().flat_map(|s| std::iter::once(s).chain(s.get_subcommands())) {
             for arg in sub.get_arguments() {
                 let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
-                // (PREFLIGHT_DATABASE_URL_ENV holds a variable's name, not a URL.)
-                if (env.contains("URL") || env.contains("COMMAND")) && !env.ends_with("_ENV") {
+                // (PREFLIGHT_DATABASE_URL_ENV holds a variable's name and DATABASE_URL_FILE a
+                // path, not a URL.)
+                let names_a_place = env.ends_with("_ENV") || env.ends_with("_FILE");
+                if (env.contains("URL") || env.contains("COMMAND")) && !names_a_place {
                     assert!(arg.is_hide_env_values_set(), "{env} would be shown by --help");
                     checked += 1;
                 }

@@ -9,6 +9,7 @@ mod db;
 mod duration;
 mod error;
 mod exit;
+mod http;
 mod log;
 mod migrate;
 mod net;

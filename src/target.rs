@@ -87,10 +87,12 @@ pub enum TargetKind {
         host: Host,
         port: u16,
     },
+    /// `http://` or `https://`: a `GET` judged by `check` (status, body, TLS settings).
     Http {
         url: Url,
         host: Host,
         port: u16,
+        check: crate::http::Check,
     },
     Postgres {
         endpoint: Endpoint,
@@ -207,14 +209,17 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
         let name = format!("tcp://{}:{port}", host);
         return Ok(Target { name, kind: TargetKind::Tcp { host, port }, url: SecretUrl(raw.to_owned()) });
     }
-    if lower.starts_with("http://") {
-        let (url, zone) = parse_url_with_zone(raw)?;
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let (mut url, zone) = parse_url_with_zone(raw)?;
+        register_secrets(&url);
+        let name = redacted_url(&url);
         let host = url_host(&url, zone)?;
         let port = url.port_or_known_default().unwrap_or(80);
-        register_secrets(&url);
+        let check =
+            crate::http::Check::from_url(&mut url).map_err(|e| TargetError(format!("{name}: {e}")))?;
         return Ok(Target {
-            name: redacted_url(&url),
-            kind: TargetKind::Http { url, host, port },
+            name,
+            kind: TargetKind::Http { url, host, port, check },
             url: SecretUrl(raw.to_owned()),
         });
     }
@@ -268,12 +273,6 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             return Ok(Target { name: raw.to_owned(), kind, url: SecretUrl(raw.to_owned()) });
         }
     }
-    if lower.starts_with("https://") {
-        return Err(TargetError(format!(
-            "https targets are not supported yet ('{raw}'): wait for the port with tcp://HOST:443, \
-             or for a plain http:// health endpoint"
-        )));
-    }
     parse_database_url(raw).map_err(|e| {
         if is_host_port(raw) {
             // wait-for-it's and dockerize's habit.
@@ -290,7 +289,7 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
     })
 }
 
-const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http://HOST[:PORT]/PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
+const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http(s)://HOST[:PORT]/PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
      mariadb:// or sqlite:)";
 
 /// `db:5432`, `10.0.0.5:6379`, `[::1]:5432`: a host and a port, without a scheme.
@@ -633,8 +632,8 @@ mod tests {
             let e = parse_wait_for(bare).unwrap_err().to_string();
             assert_eq!(e, format!("'{bare}' has no scheme: for a port, write tcp://{bare}"));
         }
-        let e = parse_wait_for("redis://cache:6379").unwrap_err().to_string();
-        assert!(e.starts_with("unsupported scheme 'redis': a target is tcp://HOST:PORT, http://"), "{e}");
+        let e = parse_wait_for("amqp://queue:5672").unwrap_err().to_string();
+        assert!(e.starts_with("unsupported scheme 'amqp': a target is tcp://HOST:PORT, http(s)://"), "{e}");
         assert!(e.contains("mariadb://") && e.contains("sqlite:"), "{e}");
         let e = parse_wait_for("cache").unwrap_err().to_string();
         assert!(e.starts_with("'cache' is not a URL: a target is tcp://"), "{e}");

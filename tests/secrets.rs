@@ -91,7 +91,18 @@ fn no_error_path_prints_a_password() {
             "MY_URL",
             format!("postgres:/canary:{pw}@h/db"),
         ),
-        case("https wait target", &["wait", "--wait-for", &format!("https://u:{pw}@{nobody}/x")], 2, "https"),
+        case(
+            "https wait target",
+            &["wait", "--timeout", "300ms", "--wait-for", &format!("https://u:{pw}@{nobody}/x")],
+            124,
+            "not ready after",
+        ),
+        case(
+            "https target with a bad option",
+            &["wait", "--wait-for", &format!("https://u:{pw}@{nobody}/x?status=ok")],
+            2,
+            "status='ok'",
+        ),
         // A URL given without its flag: clap's own error would echo it.
         case(
             "URL without a flag",

@@ -726,3 +726,95 @@ fn redis_is_ready_when_it_logs_in_and_answers_ping() {
         done.expect_code(2);
     }
 }
+
+/// Makes a CA and a certificate it signs for localhost and 127.0.0.1 (openssl), in `dir`.
+fn test_ca(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=preflight test CA", "-days", "2"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]]
+        .concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+/// https:// against a local server whose certificate a CA made by the test signed: trusted with
+/// ?ca=, refused without it (exit 3, the reason given), accepted with ?insecure=1; status sets
+/// and a body match decide readiness.
+#[test]
+fn https_targets_check_the_certificate_status_and_body() {
+    let dir = tempfile::tempdir().unwrap();
+    test_ca(dir.path());
+    /// Stops the server however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/https-server.py"))
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.0.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.display();
+    let wait = |target: String, timeout: &str| {
+        preflight(
+            None,
+            &["wait", "--wait-for", &target, "--timeout", timeout, "--attempt-timeout", "2s"],
+            LONG,
+        )
+    };
+    for host in ["localhost", "127.0.0.1"] {
+        wait(format!("https://{host}:{port}/health?ca={ca}"), "10s").expect_code(0);
+    }
+    let done = wait(format!("https://localhost:{port}/health"), "10s");
+    done.expect_code(3);
+    assert!(done.stderr.contains("UnknownIssuer") && done.stderr.contains("ca=PATH"), "{done}");
+    wait(format!("https://localhost:{port}/health?insecure=1"), "10s").expect_code(0);
+    wait(format!("https://localhost:{port}/health?ca={ca}&body=%22ok%22"), "10s").expect_code(0);
+    let done = wait(format!("https://localhost:{port}/health?ca={ca}&body=healthy"), "1s");
+    done.expect_code(124);
+    assert!(done.stderr.contains("the body does not match"), "{done}");
+    let done = wait(format!("https://localhost:{port}/other?ca={ca}"), "1s");
+    done.expect_code(124);
+    assert!(done.stderr.contains("HTTP 503"), "{done}");
+    wait(format!("https://localhost:{port}/other?ca={ca}&status=2xx,503"), "10s").expect_code(0);
+    let done = wait(format!("https://localhost:{port}/health?ca=/nonexistent/ca.pem"), "10s");
+    done.expect_code(2);
+    assert!(done.stderr.contains("ca=/nonexistent/ca.pem: cannot read it"), "{done}");
+}

@@ -7,10 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Empty;
-use hyper::body::Bytes;
 use tokio::net::TcpStream;
-use url::Url;
 
 use crate::classify::{Class, Failure, classify_io, classify_sqlx, describe_sqlx};
 use crate::db::{self, DbConn};
@@ -34,10 +31,13 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
             let (addr, _stream) = race(addrs, stagger, tcp_connect).await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
-        TargetKind::Http { url, host, port } => {
+        TargetKind::Http { url, host, port, check } => {
             let addrs = resolve(host, *port).await?;
-            let url = url.clone();
-            let (addr, ()) = race(addrs, stagger, |addr| http_get(addr, url.clone())).await?;
+            let (addr, ()) = race(addrs, stagger, |addr| {
+                let (url, check) = (url.clone(), check.clone());
+                async move { crate::http::get(tcp_connect(addr).await?, &url, &check).await }
+            })
+            .await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
         TargetKind::Redis { host, port, user, password, db } => {
@@ -102,41 +102,6 @@ fn is_self_connect(stream: &TcpStream) -> bool {
 
 fn io_failure(e: &std::io::Error) -> Failure {
     Failure::new(classify_io(e), e.to_string())
-}
-
-async fn http_get(addr: SocketAddr, url: Url) -> Result<(), Failure> {
-    let stream = tcp_connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
-    let authority = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    };
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::USER_AGENT, concat!("preflight/", env!("CARGO_PKG_VERSION")))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| Failure::new(Class::Permanent(crate::classify::Permanent::Other), e.to_string()))?;
-    // The connection future does the I/O; it can finish (the server said `connection: close`)
-    // just before the response is picked up, so finishing cleanly is not a failure.
-    tokio::pin!(conn);
-    let send = sender.send_request(request);
-    tokio::pin!(send);
-    let response = tokio::select! {
-        r = &mut send => r,
-        r = &mut conn => match r {
-            Ok(()) => send.await,
-            Err(e) => return Err(Failure::new(Class::Network, e.to_string())),
-        },
-    }
-    .map_err(|e| Failure::new(Class::Network, e.to_string()))?;
-    let status = response.status();
-    if status.is_success() { Ok(()) } else { Err(Failure::new(Class::NotReady, format!("HTTP {status}"))) }
 }
 
 #[cfg(test)]
