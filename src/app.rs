@@ -232,6 +232,15 @@ pub fn supervise_only() -> Option<Exit> {
         return Some(Exit::Usage);
     };
     let (flags, argv) = (&args[1..split], &args[split + 1..]);
+    // The app's arguments and environment may hold passwords, and errors and debug lines
+    // quote the command line.
+    let raw: Vec<String> = argv
+        .iter()
+        .cloned()
+        .chain(std::env::vars_os().map(|(_, v)| v))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    crate::redact::register_by_structure(raw.iter().map(String::as_str));
     let init = match supervise::args::SupervisorArgs::from_argv(flags) {
         Ok(init) => init,
         Err(why) => {

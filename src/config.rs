@@ -102,13 +102,22 @@ pub enum ConfigError {
     #[error("{what} {}: {why}; give a readable file that holds the value (and nothing else)", path.display())]
     SecretFile { what: &'static str, path: PathBuf, why: String },
 
-    #[error("--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT, or FROM:none to drop FROM")]
+    #[error(
+        "--rewrite-signal '{spec}': write FROM:TO, e.g. SIGTERM:SIGQUIT, or FROM:none to drop FROM \
+         (SIGKILL and SIGSTOP cannot be caught, SIGCHLD is preflight's own)"
+    )]
     RewriteSignal { spec: String },
 
     #[error("--remap-exit '{spec}': write FROM:TO with exit codes 0 to 255, e.g. 143:0")]
     RemapExit { spec: String },
 
-    #[error("--parent-death-signal '{raw}' is not a signal: write e.g. SIGTERM, TERM or 15")]
+    #[error("--remap-exit gives exit code {from} two meanings ('{first}' and '{second}'): keep one")]
+    RemapExitTwice { from: u8, first: String, second: String },
+
+    #[error(
+        "--parent-death-signal '{raw}' is not a signal preflight can pass on to the app: write e.g. \
+         SIGTERM, TERM or 15 (not SIGKILL, SIGSTOP or SIGCHLD)"
+    )]
     ParentDeathSignal { raw: String },
 
     #[error("{flag} {problem}")]
@@ -307,7 +316,13 @@ impl WaitConfig {
         // The flag is taken whole (a password may hold a comma); only the variable, one string
         // for many targets, is split.
         let (wait_for, from) = if args.wait_for.is_empty() {
-            let var = std::env::var("PREFLIGHT_WAIT_FOR").unwrap_or_default();
+            let var = match std::env::var("PREFLIGHT_WAIT_FOR") {
+                Ok(var) => var,
+                Err(std::env::VarError::NotPresent) => String::new(),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(ConfigError::Rule("PREFLIGHT_WAIT_FOR is not UTF-8: fix the variable").into());
+                }
+            };
             (var.split(',').map(str::to_owned).collect(), "PREFLIGHT_WAIT_FOR")
         } else {
             (args.wait_for, "--wait-for")
@@ -559,19 +574,30 @@ fn init_plan(args: &cli::InitArgs, log_format: LogFormat, ansi: bool) -> Result<
             "none" | "NONE" | "0" => None,
             to => Some(parse_signal(to).ok_or_else(bad)?),
         };
-        rewrites.push((parse_signal(from).ok_or_else(bad)?, to));
+        let from = parse_signal(from).filter(|&s| s != nix::libc::SIGCHLD).ok_or_else(bad)?;
+        rewrites.push((from, to));
     }
     let mut remap_exit = Vec::new();
     for spec in args.remap_exit.iter().filter(|s| !s.trim().is_empty()) {
         let code = |raw: &str| raw.trim().parse::<u8>().ok();
         let pair = spec.split_once(':').and_then(|(from, to)| Some((code(from)?, code(to)?)));
-        remap_exit.push(pair.ok_or_else(|| ConfigError::RemapExit { spec: spec.clone() })?);
+        let (from, to) = pair.ok_or_else(|| ConfigError::RemapExit { spec: spec.clone() })?;
+        if let Some((_, earlier)) = remap_exit.iter().find(|(f, _)| *f == from) {
+            return Err(ConfigError::RemapExitTwice {
+                from,
+                first: format!("{from}:{earlier}"),
+                second: spec.trim().to_owned(),
+            }
+            .into());
+        }
+        remap_exit.push((from, to));
     }
     let parent_death = match args.parent_death_signal.as_deref() {
         None => None,
         Some(raw) => {
-            let signal =
-                parse_signal(raw).ok_or_else(|| ConfigError::ParentDeathSignal { raw: raw.to_owned() })?;
+            let signal = parse_signal(raw)
+                .filter(|&s| s != nix::libc::SIGCHLD)
+                .ok_or_else(|| ConfigError::ParentDeathSignal { raw: raw.to_owned() })?;
             Some(ParentDeath { signal, parent: nix::unistd::getppid().as_raw() })
         }
     };

@@ -64,6 +64,21 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
     result.map_err(|e| Error::Internal(format!("cannot install the logger: {e}")))
 }
 
+/// One event, one line: a line break inside it (a database's multi-line error, a file name
+/// with a newline) is written as `\n`, so that a log collector never splits an event or takes
+/// its second half for an event of its own.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if !body.contains(['\n', '\r']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = body.replace('\r', "\\r").replace('\n', "\\n");
+    if body.len() < text.len() {
+        out.push('\n');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Hands each event a buffer, and writes the whole event, scrubbed, to stderr when it is done:
 /// a URL split across two writes could not be recognized.
 struct ScrubbedStderr;
@@ -93,7 +108,20 @@ impl Drop for EventWriter {
     fn drop(&mut self) {
         if !self.0.is_empty() {
             let text = String::from_utf8_lossy(&self.0);
+            let text = one_line(&text);
             let _ = std::io::stderr().write_all(redact::scrub(&text).as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_event_is_one_line() {
+        assert_eq!(one_line("plain\n"), "plain\n");
+        assert_eq!(one_line("ERROR a\nb\r\nc\n"), "ERROR a\\nb\\r\\nc\n");
+        assert_eq!(one_line("no newline at the end\nx"), "no newline at the end\\nx");
     }
 }

@@ -38,8 +38,12 @@ fn main() -> ExitCode {
 #[inline(never)]
 fn cli_main(started: Instant) -> ExitCode {
     redact::install_panic_hook();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env: Vec<String> = std::env::vars().map(|(_, v)| v).filter(|v| v.contains("://")).collect();
+    let args = raw_args();
+    // Every variable: a password file's path is harmless, a URL in an unexpected one is not.
+    let env: Vec<String> = std::env::vars_os()
+        .map(|(_, v)| v.to_string_lossy().into_owned())
+        .filter(|v| v.contains(':'))
+        .collect();
     redact::register_from_raw(args.iter().chain(&env).map(String::as_str));
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -97,7 +101,8 @@ fn usage_error(err: clap::Error) -> exit::Exit {
 /// that came from an environment variable rather than the command line (clap names the flag).
 fn tip(err: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let args = raw_args();
+    let args = &args[..args.iter().position(|a| a == "--").unwrap_or(args.len())];
     let invalid = match err.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(s)) => s.clone(),
         _ => return None,
@@ -128,7 +133,8 @@ fn tip(err: &clap::Error) -> Option<String> {
 /// Whether `--log-format json` (or PREFLIGHT_LOG_FORMAT=json) was asked for, read from the raw
 /// arguments when clap could not parse them. Arguments after `--` are the app's.
 fn json_logs_requested() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let args = raw_args();
+    let args = &args[..args.iter().position(|a| a == "--").unwrap_or(args.len())];
     let flag = args.iter().enumerate().rev().find_map(|(i, a)| {
         if let Some(v) = a.strip_prefix("--log-format=") {
             Some(v.to_owned())
@@ -140,4 +146,10 @@ fn json_logs_requested() -> bool {
     });
     flag.or_else(|| std::env::var("PREFLIGHT_LOG_FORMAT").ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
+/// The arguments as given, lossily decoded: an argument that is not UTF-8 (the app's, after
+/// `--`, may be anything) is never a reason to panic. clap and the app get the raw ones.
+fn raw_args() -> Vec<String> {
+    std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect()
 }

@@ -34,7 +34,10 @@ pub fn register(secret: &str) {
     let mut forms = vec![secret.to_owned()];
     let encoded =
         percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string();
+    // Some encoders write the hex digits in lower case (`%2c`).
+    let lower = lowercase_escapes(&encoded);
     forms.push(encoded);
+    forms.push(lower);
     if let Ok(json) = serde_json::to_string(secret) {
         forms.push(json[1..json.len() - 1].to_owned());
     }
@@ -48,10 +51,29 @@ pub fn register(secret: &str) {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
+/// `%2C` → `%2c`: only the two hex digits after each `%`.
+fn lowercase_escapes(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut after_percent = 0;
+    for c in encoded.chars() {
+        if after_percent > 0 {
+            out.push(c.to_ascii_lowercase());
+            after_percent -= 1;
+        } else {
+            out.push(c);
+            if c == '%' {
+                after_percent = 2;
+            }
+        }
+    }
+    out
+}
+
 /// Registers the password of every URL among the raw arguments and environment values, before
 /// anything is parsed: an argument error or a bad log flag is reported before the targets are,
 /// and may quote a value that happens to be a password elsewhere on the command line.
-pub fn register_from_raw<'a>(values: impl IntoIterator<Item = &'a str>) {
+pub fn register_from_raw<'a>(values: impl IntoIterator<Item = &'a str> + Clone) {
+    register_by_structure(values.clone());
     for value in values {
         for word in value.split([',', ' ']).filter(|w| w.contains("://")) {
             if let Ok(url) = url::Url::parse(word.trim()) {
@@ -69,6 +91,59 @@ pub fn register_from_raw<'a>(values: impl IntoIterator<Item = &'a str>) {
             }
         }
     }
+}
+
+/// The URL passwords among raw values, found by structure alone (no URL parser: the supervisor
+/// process uses this, and keeps its code small), on each whole value and on each of its words:
+/// a password may hold a `,`, a quote or a bracket, and a URL a parser refuses has one too.
+pub fn register_by_structure<'a>(values: impl IntoIterator<Item = &'a str>) {
+    for value in values {
+        // Each word, and each tail that starts at a word: `a,http://u:p,w@h` holds `p,w`.
+        let starts = value
+            .char_indices()
+            .filter(|&(_, c)| matches!(c, ',' | ' ' | '\t' | '\n' | '=' | '/'))
+            .map(|(i, c)| i + c.len_utf8());
+        // (Only tails that start with a scheme, and a bounded number: an environment value
+        // can be long.)
+        let tails = std::iter::once(0)
+            .chain(starts)
+            .map(|i| &value[i..])
+            .filter(|t| {
+                t.starts_with(|c: char| c.is_ascii_alphabetic()) && t.bytes().take(32).any(|b| b == b':')
+            })
+            .take(256);
+        let candidates = tails.clone().chain(value.split([',', ' ', '\t', '\n']));
+        for candidate in candidates {
+            if let Some(pw) = raw_url_password(candidate) {
+                register(pw);
+                if let Ok(decoded) = percent_encoding::percent_decode_str(pw).decode_utf8() {
+                    register(&decoded);
+                }
+            }
+        }
+    }
+}
+
+/// The password of a value shaped like `[--flag=]scheme:[//]user:PASSWORD@host…`, read by
+/// structure alone (no URL parser): from the user info's first `:` to the value's last `@`.
+fn raw_url_password(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let value = match value.strip_prefix("--").and_then(|v| v.split_once('=')) {
+        Some((_, v)) => v,
+        None => value,
+    };
+    let colon = value.find(':')?;
+    let scheme = &value[..colon];
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return None;
+    }
+    let rest = &value[colon + 1..];
+    let rest = rest.strip_prefix("//").or_else(|| rest.strip_prefix('/')).unwrap_or(rest);
+    let at = rest.rfind('@')?;
+    let sep = rest[..at].find(':')?;
+    Some(&rest[sep + 1..at]).filter(|pw| !pw.is_empty())
 }
 
 /// [`scrub`], as an owned string.
@@ -186,12 +261,18 @@ fn hide_password_values(text: &str) -> Option<String> {
         if !is_password_key(&text[key_start..eq]) {
             continue;
         }
-        let start = eq + 1;
-        // A password may hold a comma or a bracket: only a blank, a quote or a separator of
-        // query parameters ends it.
-        let end = text[start..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';'))
-            .map_or(text.len(), |k| start + k);
+        // A quoted value (`password="a b"`, or `password=\"…\"` inside a JSON string) ends
+        // at its closing quote only.
+        let quote = ["\\\"", "\"", "'"].into_iter().find(|q| text[eq + 1..].starts_with(q));
+        let start = eq + 1 + quote.map_or(0, str::len);
+        let end = match quote {
+            Some(q) => text[start..].find(q).map_or(text.len(), |k| start + k),
+            // A password may hold a comma or a bracket: only a blank, a quote or a separator
+            // of query parameters ends it.
+            None => text[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';'))
+                .map_or(text.len(), |k| start + k),
+        };
         if end > start && &text[start..end] != MASK {
             ranges.push((start, end));
         }
@@ -239,6 +320,37 @@ mod tests {
         // Not URLs: a plain `key: value` and an address with no password.
         for text in ["error: connecting to app@host failed", "postgres://app@db/app", "at 12:30:45 UTC"] {
             assert_eq!(scrub(text), text);
+        }
+    }
+
+    #[test]
+    fn raw_values_register_passwords_by_structure() {
+        // A comma, a quote and brackets inside a password, in URLs a parser refuses, in a flag's
+        // `=` form and among comma-separated targets.
+        register_from_raw([
+            "--database-url=postgres:/u:Pa,ss')]w1@h/db",
+            "tcp://a:1,http://u:S3c,r3t9@h/x",
+            "mysql:u:Q(u)ote\"d9@h",
+        ]);
+        for (text, tail) in [
+            ("bad URL 'postgres:/u:Pa,ss')]w1@h/db': no host", "ss')]w1"),
+            ("unexpected 'S3c,r3t9'", "r3t9"),
+            ("as JSON \"Q(u)ote\\\"d9\"", "ote"),
+            ("encoded S3c%2cr3t9 in lower case", "r3t9"),
+        ] {
+            let out = scrub(text);
+            assert!(out.contains(MASK) && !out.contains(tail), "{text} -> {out}");
+        }
+    }
+
+    #[test]
+    fn quoted_password_values_are_hidden_whole() {
+        for (text, want) in [
+            (r#"password="a b c" next"#, r#"password="***" next"#),
+            ("PASSWORD='x y'", "PASSWORD='***'"),
+            (r#"{"msg":"password=\"q r\" rest"}"#, r#"{"msg":"password=\"***\" rest"}"#),
+        ] {
+            assert_eq!(scrub(text), want, "{text}");
         }
     }
 

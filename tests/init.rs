@@ -535,6 +535,17 @@ fn remap_exit_reports_chosen_codes_as_others_signal_deaths_included() {
         done.expect_code(2);
         assert!(done.stderr.contains(&format!("--remap-exit '{bad}'")), "{done}");
     }
+    // One code, two meanings: refused, not first-wins.
+    let done = preflight(None, &["run", "--remap-exit", "1:0", "--remap-exit", "1:3", "--", "true"], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("gives exit code 1 two meanings ('1:0' and '1:3')"), "{done}");
+    // SIGCHLD is the supervisor's own: neither rewritten nor a parent-death signal.
+    for flags in [["--rewrite-signal", "SIGCHLD:SIGTERM"], ["--parent-death-signal", "CHLD"]] {
+        let done =
+            preflight(None, &[&["run", "--init", "always"][..], &flags, &["--", "true"]].concat(), LONG);
+        done.expect_code(2);
+        assert!(done.stderr.contains("SIGCHLD"), "{flags:?}: {done}");
+    }
 }
 
 #[test]
@@ -789,4 +800,144 @@ fn colour_follows_the_terminal_no_color_and_the_flag() {
     let done =
         preflight(None, &run(&["--color", "always"]).iter().map(String::as_str).collect::<Vec<_>>(), LONG);
     assert!(done.stderr.contains(&format!("{esc}32m INFO{esc}0m exited")), "{done}");
+}
+
+/// Signals a C library keeps for itself (32 to 34: 34 is glibc's SIGRTMIN, which apps use) and
+/// real-time ones: the supervisor blocks and forwards them like any other, as PID 1 and as a
+/// subreaper, and reports an app's death by one (nix's waitpid cannot express it; the
+/// supervisor used to wait forever).
+#[test]
+fn real_time_and_reserved_signals_are_forwarded_and_deaths_by_them_reported() {
+    const NUMBERS: &str = r#"
+import signal, sys
+out = sys.argv[1]
+def handler(n, frame):
+    with open(out, "a") as f:
+        f.write(f"{n}\n")
+    if n == 40:
+        sys.exit(0)
+for n in (34, 40):
+    signal.signal(n, handler)
+open(out + ".ready", "w").close()
+while True:
+    signal.pause()
+"#;
+    for mode in BOTH {
+        let p = supervised(mode, &[], &["python3", "-c", "import os; os.kill(os.getpid(), 40)"]);
+        let done = p.finish(LONG);
+        done.expect_code(128 + 40);
+        assert!(done.stderr.contains("killed by SIG40"), "{mode:?}: {done}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("numbers");
+        let out_s = out.to_str().unwrap();
+        let p = supervised(mode, &[], &["python3", "-c", NUMBERS, out_s]);
+        let pid = supervisor(mode, &p);
+        let ready = format!("{out_s}.ready");
+        wait_until("the app's handlers", LONG, || Path::new(&ready).exists());
+        // SAFETY: kill(2) with plain integers.
+        assert_eq!(unsafe { nix::libc::kill(pid, 34) }, 0);
+        wait_until("34 to arrive", LONG, || std::fs::read_to_string(&out).is_ok_and(|s| s == "34\n"));
+        assert_eq!(unsafe { nix::libc::kill(pid, 40) }, 0);
+        p.finish(LONG).expect_code(0);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "34\n40\n", "{mode:?}");
+
+        // 32 kills a supervisor that leaves it unblocked (as a subreaper); this one passes it
+        // on, and the app, which has no handler for it, dies of it. (glibc's posix_spawn, as
+        // the test harness uses it, sets 32 and 33 to "ignored" in the child, which exec keeps
+        // and the app would inherit: they are put back to default first, by the kernel's call,
+        // which the C libraries do not let through.)
+        let mut cmd = match mode {
+            As::Pid1 => {
+                let mut c = std::process::Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "--kill-child", bin()]);
+                c
+            }
+            As::Subreaper => std::process::Command::new(bin()),
+        };
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                for sig in 32..=34 {
+                    // struct kernel_sigaction { handler = SIG_DFL, flags, restorer, mask }.
+                    let default = [0usize; 4];
+                    nix::libc::syscall(nix::libc::SYS_rt_sigaction, sig, default.as_ptr(), 0usize, 8usize);
+                }
+                Ok(())
+            });
+        }
+        let mut args = vec!["run", "--log-level", "debug"];
+        if matches!(mode, As::Subreaper) {
+            args.extend(["--init", "always"]);
+        }
+        args.extend(["--", "sleep", "60"]);
+        let mut p = Preflight::spawn_cmd(cmd, &args, &[]);
+        let pid = supervisor(mode, &p);
+        p.wait_for_line(&["started"], LONG);
+        assert_eq!(unsafe { nix::libc::kill(pid, 32) }, 0);
+        let done = p.finish(LONG);
+        done.expect_code(128 + 32);
+        assert!(done.stderr.contains("killed by SIG32"), "{mode:?}: {done}");
+    }
+}
+
+/// The app's command line is logged (debug) and quoted in errors by the supervise-only process
+/// too: a password in it is hidden there as everywhere.
+#[test]
+fn the_supervise_only_process_hides_passwords_in_the_command_line() {
+    let pw = "Sup3r,s3cr3t')";
+    let url = format!("postgres://app:{pw}@db/app");
+    for mode in BOTH {
+        let p = supervised(mode, &["--log-level", "debug"], &["true", &url]);
+        let done = p.finish(LONG);
+        done.expect_code(0);
+        assert!(done.stderr.contains("full command line"), "{mode:?}: {done}");
+        assert!(!done.stderr.contains("s3cr3t"), "{mode:?}: {done}");
+        let p = supervised(mode, &[], &[&format!("/nonexistent/{url}")]);
+        let done = p.finish(LONG);
+        done.expect_code(127);
+        assert!(!done.stderr.contains("s3cr3t"), "{mode:?}: {done}");
+    }
+}
+
+/// Arguments and variables need not be UTF-8: the app's are passed through byte for byte, a
+/// bad one of preflight's own is an argument error (2), and a stray variable is no reason to
+/// panic.
+#[test]
+fn arguments_and_variables_that_are_not_utf8_never_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = OsStr::from_bytes(b"caf\xe9");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("arg");
+    for init in ["never", "always"] {
+        let done = std::process::Command::new(bin())
+            .args(["run", "--init", init, "--", "sh", "-c", "printf %s \"$1\" > \"$2\"", "sh"])
+            .arg(latin1)
+            .arg(&out)
+            .env("SOME_VARIABLE", latin1)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert_eq!(done.status.code(), Some(0), "{init}: {}", String::from_utf8_lossy(&done.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), b"caf\xe9", "{init}");
+    }
+    let done = std::process::Command::new(bin())
+        .args(["wait", "--timeout"])
+        .arg(latin1)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
+    let done = std::process::Command::new(bin())
+        .args(["wait"])
+        .env("PREFLIGHT_WAIT_FOR", latin1)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PREFLIGHT_WAIT_FOR is not UTF-8"), "{stderr}");
 }

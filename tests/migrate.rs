@@ -567,6 +567,16 @@ fn a_failing_backup_command_stops_before_any_migration() {
     );
     assert!(done.stderr.contains("may be incomplete"), "{done}");
     assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"), 0);
+    // A command that cannot start is a failed backup too (15, naming the flag), not the app's
+    // 127.
+    let done = preflight(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--backup-command", "pg_dmup -Fc"],
+        LONG,
+    );
+    done.expect_code(15).expect_no_password();
+    assert!(done.stderr.contains("--backup-command") && done.stderr.contains("'pg_dmup'"), "{done}");
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'a'"), 0);
 
     // A working command gets `$VAR`s expanded (the URL it must dump, the stamp) and the same
     // URL in its environment.

@@ -87,7 +87,14 @@ pub async fn take(
             // Logged and reported as written: an expanded value may be a secret.
             let shown = &argv[0];
             let argv: Vec<String> = argv.iter().map(|a| expand(a, lookup)).collect();
-            let status = super::process::run(&argv, shown, "backup command", &env).await?;
+            let status = match super::process::run(&argv, shown, "backup command", &env).await {
+                Ok(status) => status,
+                // Not the app's exit code 127: the backup failed, and nothing was migrated.
+                Err(e @ Error::Exec { .. }) => {
+                    return Err(failed(backup, format!("{e}; nothing was backed up")));
+                }
+                Err(e) => return Err(e),
+            };
             if !status.success() {
                 return Err(failed(
                     backup,

@@ -56,8 +56,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
@@ -78,9 +77,8 @@ pub fn supervise(argv: &[OsString], args: &SupervisorArgs) -> Result<Exit, Error
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::Internal(format!("cannot become a child subreaper: {e}")))?;
     }
-    let all = all_signals();
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None)
-        .map_err(|e| Error::Internal(format!("cannot block signals: {e}")))?;
+    let all = Mask::all();
+    all.block().map_err(|e| Error::Internal(format!("cannot block signals: {e}")))?;
     // PID 1 of `docker run -it` leads the terminal's session: the app gets a session and the
     // terminal of its own, so the terminal's signals (Ctrl-C, Ctrl-Z, a hang-up) are the app's,
     // and the SIGHUP and SIGCONT the kernel sends as we give it up are taken here, not
@@ -113,7 +111,7 @@ pub fn supervise(argv: &[OsString], args: &SupervisorArgs) -> Result<Exit, Error
             }
         }
         let timeout = policy.timeout(Instant::now());
-        let received = match next_signal(&all, timeout) {
+        let received = match next_signal(all, timeout) {
             Ok(Some(sig)) => sig,
             Ok(None) => continue,
             Err(errno) => {
@@ -183,22 +181,33 @@ fn perform(action: Action, pid: Pid, args: &SupervisorArgs, started: Instant) ->
 }
 
 /// Reaps every child that has exited; returns how the app ended if it was among them.
+///
+/// With libc's `waitpid` and the raw status: nix's turns a death by a real-time signal (which
+/// has no `Signal` variant) into an error, and the app's end would never be seen.
 fn reap(app: Pid) -> Option<Ended> {
     let mut ended = None;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return ended,
-            Ok(status) if status.pid() == Some(app) => match status {
-                WaitStatus::Exited(_, code) => ended = Some(Ended::Exited(code as u8)),
-                WaitStatus::Signaled(_, sig, _) => ended = Some(Ended::Signaled(sig as i32)),
-                _ => {}
+        let mut status = 0;
+        // SAFETY: waitpid(2) with a valid pointer to an int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        match pid {
+            0 => return ended,
+            -1 => match Errno::last() {
+                Errno::ECHILD => return ended,
+                Errno::EINTR => {}
+                e => {
+                    warn!(error = %e, "waitpid failed");
+                    return ended;
+                }
             },
-            Ok(status) => debug!(pid = status.pid().map(Pid::as_raw), "reaped an orphan"),
-            Err(Errno::EINTR) => {}
-            Err(e) => {
-                warn!(error = %e, "waitpid failed");
-                return ended;
+            pid if pid == app.as_raw() => {
+                if libc::WIFEXITED(status) {
+                    ended = Some(Ended::Exited(libc::WEXITSTATUS(status) as u8));
+                } else if libc::WIFSIGNALED(status) {
+                    ended = Some(Ended::Signaled(libc::WTERMSIG(status)));
+                }
             }
+            pid => debug!(pid, "reaped an orphan"),
         }
     }
 }
@@ -210,17 +219,44 @@ fn describe(ended: Ended) -> String {
     }
 }
 
-/// Every signal a process may block: all but SIGKILL and SIGSTOP (the kernel refuses those).
-fn all_signals() -> SigSet {
-    let mut set = SigSet::all();
-    set.remove(Signal::SIGKILL);
-    set.remove(Signal::SIGSTOP);
-    set
+/// A signal set as the kernel reads it: bit N-1 for signal N, 64 signals.
+///
+/// Not libc's `sigset_t`: glibc and musl keep signals 32 to 34 for themselves, and their
+/// `sigfillset`, `sigaddset` and `sigprocmask` leave them out. A supervisor must not: 34 is
+/// glibc's `SIGRTMIN`, which an app may use, and a signal the supervisor neither blocks nor
+/// handles kills it (when it is not PID 1), orphaning the app. So the set and the two calls
+/// that use it go to the kernel directly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mask(u64);
+
+impl Mask {
+    /// Every signal a process may block: all but SIGKILL and SIGSTOP (the kernel refuses those).
+    fn all() -> Mask {
+        Mask(!(Mask::bit(libc::SIGKILL) | Mask::bit(libc::SIGSTOP)))
+    }
+
+    fn bit(sig: i32) -> u64 {
+        1 << (sig - 1)
+    }
+
+    #[cfg(test)]
+    fn contains(self, sig: i32) -> bool {
+        (1..=64).contains(&sig) && self.0 & Mask::bit(sig) != 0
+    }
+
+    /// Makes this the thread's signal mask.
+    fn block(self) -> Result<(), Errno> {
+        // SAFETY: rt_sigprocmask(2) with a valid 8-byte set, no old set, and its size.
+        let r = unsafe {
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &self.0 as *const u64, 0usize, 8usize)
+        };
+        if r == 0 { Ok(()) } else { Err(Errno::last()) }
+    }
 }
 
 /// Waits for a signal from `set`, at most `timeout`. `Ok(None)` on timeout (EAGAIN) or
 /// interruption (EINTR); any other error is returned, never taken for "no signal".
-fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Result<Option<i32>, Errno> {
+fn next_signal(set: Mask, timeout: Option<Duration>) -> Result<Option<i32>, Errno> {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
@@ -228,13 +264,16 @@ fn next_signal(set: &SigSet, timeout: Option<Duration>) -> Result<Option<i32>, E
     wait_signal(set, ts.as_ref())
 }
 
-fn wait_signal(set: &SigSet, ts: Option<&libc::timespec>) -> Result<Option<i32>, Errno> {
+fn wait_signal(set: Mask, ts: Option<&libc::timespec>) -> Result<Option<i32>, Errno> {
     let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
     let ts_ptr = ts.map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `set` is a valid sigset, `info` a writable siginfo_t, `ts_ptr` null or valid.
-    let n = unsafe { libc::sigtimedwait(set.as_ref(), info.as_mut_ptr(), ts_ptr) };
+    // SAFETY: rt_sigtimedwait(2) with a valid 8-byte set, a writable siginfo_t, `ts_ptr` null
+    // or valid, and the set's size.
+    let n = unsafe {
+        libc::syscall(libc::SYS_rt_sigtimedwait, &set.0 as *const u64, info.as_mut_ptr(), ts_ptr, 8usize)
+    };
     if n > 0 {
-        return Ok(Some(n));
+        return Ok(Some(n as i32));
     }
     match Errno::last() {
         Errno::EAGAIN | Errno::EINTR => Ok(None),
@@ -242,9 +281,10 @@ fn wait_signal(set: &SigSet, ts: Option<&libc::timespec>) -> Result<Option<i32>,
     }
 }
 
-/// `SIGTERM`, or `SIGRT34` for a real-time signal.
+/// `SIGTERM`, or `SIG34` for a real-time signal (its number: glibc and musl number SIGRTMIN
+/// differently).
 pub fn signal_name(sig: i32) -> String {
-    Signal::try_from(sig).map_or_else(|_| format!("SIGRT{sig}"), |s| s.as_str().to_owned())
+    Signal::try_from(sig).map_or_else(|_| format!("SIG{sig}"), |s| s.as_str().to_owned())
 }
 
 fn spawn(argv: &[OsString], args: &SupervisorArgs, terminal: Terminal) -> Result<Pid, Error> {
@@ -272,20 +312,33 @@ mod tests {
     fn a_failing_sigtimedwait_is_an_error_not_a_timeout() {
         // An invalid timeout (nanoseconds out of range) makes the kernel answer EINVAL.
         let ts = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000_000 };
-        assert_eq!(wait_signal(&all_signals(), Some(&ts)), Err(Errno::EINVAL));
-        assert_eq!(
-            next_signal(&SigSet::empty(), Some(Duration::ZERO)),
-            Ok(None),
-            "a timeout is not an error"
-        );
+        assert_eq!(wait_signal(Mask::all(), Some(&ts)), Err(Errno::EINVAL));
+        assert_eq!(next_signal(Mask(0), Some(Duration::ZERO)), Ok(None), "a timeout is not an error");
     }
 
     #[test]
     fn every_signal_but_kill_and_stop_is_blocked() {
-        let set = all_signals();
-        assert!(
-            set.contains(Signal::SIGTERM) && set.contains(Signal::SIGSEGV) && set.contains(Signal::SIGCHLD)
-        );
-        assert!(!set.contains(Signal::SIGKILL) && !set.contains(Signal::SIGSTOP));
+        let set = Mask::all();
+        for sig in [libc::SIGTERM, libc::SIGSEGV, libc::SIGCHLD, 32, 33, 34, 64] {
+            assert!(set.contains(sig), "{sig}");
+        }
+        assert!(!set.contains(libc::SIGKILL) && !set.contains(libc::SIGSTOP));
+    }
+
+    #[test]
+    fn the_libc_reserved_signals_are_blocked_and_taken() {
+        // In a thread of its own: the mask is per thread, and the test harness's threads must
+        // keep theirs.
+        std::thread::spawn(|| {
+            Mask::all().block().unwrap();
+            for sig in [32, 33, 34, 40] {
+                // SAFETY: tgkill to this very thread, a signal it blocks.
+                let me = unsafe { libc::syscall(libc::SYS_gettid) };
+                unsafe { libc::syscall(libc::SYS_tgkill, std::process::id(), me, sig) };
+                assert_eq!(next_signal(Mask::all(), Some(Duration::from_secs(5))), Ok(Some(sig)));
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -114,6 +114,9 @@ impl Subscriber for Logger {
             line.push_str(&fields.rest);
             line.push('\n');
         }
+        // The app's command line may hold a password (registered by `app::supervise_only`).
+        let line = crate::log::one_line(&line);
+        let line = crate::redact::scrub(&line);
         // One write per line, so lines from a crowd of processes on one pipe never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

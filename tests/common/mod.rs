@@ -577,7 +577,8 @@ impl Preflight {
         found
     }
 
-    fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Preflight {
+    /// Starts `cmd ARGS…` (a command that runs preflight, set up by the caller).
+    pub fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Preflight {
         cmd.args(args).env_remove("DATABASE_URL").env("PREFLIGHT_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);

@@ -38,12 +38,17 @@ impl Folder {
             let entry = entry.map_err(|e| format!("cannot list it ({e})"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             // Hidden files and other extensions (README.md, .gitkeep) are not migrations.
-            if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
+            // (`1_x.sql ` with a blank at the end is looked at: refused below, not ignored.)
+            if name.starts_with('.') || !name.trim_end().to_ascii_lowercase().ends_with(".sql") {
                 continue;
             }
             match std::fs::metadata(entry.path()) {
                 Ok(m) if m.is_file() => {}
-                Ok(_) => continue,
+                Ok(_) => {
+                    return Err(format!(
+                        "{name} is named like a migration but is not a file: rename or move it"
+                    ));
+                }
                 // A link to nothing: skipping it would apply the versions after it.
                 Err(e) => return Err(format!("cannot read {name} ({e}): fix or remove it")),
             }
@@ -125,6 +130,9 @@ impl Folder {
 
 /// `VERSION_DESCRIPTION.sql`: the version is digits only, the extension lower case.
 fn parse_name(name: &str) -> Result<(i64, MigrationType, String), String> {
+    if name.trim() != name {
+        return Err(format!("'{name}' starts or ends with a blank: rename it; {FORM}"));
+    }
     if !name.ends_with(".sql") {
         return Err(format!(
             "{name}: the extension must be .sql in lower case, or the file is ignored; {FORM}"
@@ -140,6 +148,13 @@ fn parse_name(name: &str) -> Result<(i64, MigrationType, String), String> {
         .parse()
         .map_err(|_| format!("{name}: the version {version} is too large for a 64-bit number"))?;
     let kind = MigrationType::from_filename(rest);
+    // `x.DOWN.sql` would be taken for a simple migration named "x.DOWN", and applied.
+    let lower = rest.to_ascii_lowercase();
+    if kind == MigrationType::Simple && (lower.ends_with(".up.sql") || lower.ends_with(".down.sql")) {
+        return Err(format!(
+            "{name}: write .up.sql and .down.sql in lower case, or the file is applied as a simple migration; {FORM}"
+        ));
+    }
     let description = rest.trim_end_matches(kind.suffix()).replace('_', " ");
     Ok((version, kind, description))
 }
@@ -208,6 +223,9 @@ mod tests {
             (vec!["1_a.sql", "01_b.sql"], "same version 1"),
             (vec!["1_a.sql", "1_a.up.sql"], "same version 1"),
             (vec!["3_x.down.sql"], "no up migration"),
+            (vec!["2_a.up.sql", "2_b.DOWN.sql"], "lower case"),
+            (vec!["2_a.UP.sql"], "lower case"),
+            (vec!["1_x.sql "], "ends with a blank"),
         ] {
             let contents: Vec<(&str, &str)> = files.iter().map(|n| (*n, "SELECT 1;")).collect();
             let (_d, f) = folder(&contents);

@@ -147,7 +147,10 @@ pub fn transaction_control(statements: &[Statement]) -> Option<&Statement> {
                 )
             ),
             Some("START") => w(1) == Some("TRANSACTION"),
-            Some("COMMIT" | "END") => true,
+            Some("COMMIT" | "END" | "ABORT") => true,
+            // Two-phase commit ends the transaction too (PostgreSQL, and MySQL's XA).
+            Some("PREPARE") => w(1) == Some("TRANSACTION"),
+            Some("XA") => true,
             Some("ROLLBACK") => {
                 !matches!(w(1), Some("TO"))
                     && !matches!((w(1), w(2)), (Some("WORK" | "TRANSACTION"), Some("TO")))
@@ -290,13 +293,19 @@ mod tests {
             ("SELECT 1;\n\n  rollback;", 3),
             ("START TRANSACTION;", 1),
             ("CREATE TABLE a (id INT);\nEND;", 2),
+            ("CREATE TABLE a (id INT);\nabort;", 2),
+            ("CREATE TABLE a (id INT);\nPREPARE TRANSACTION 'x';", 2),
+            ("XA START 'x';\nCREATE TABLE a (id INT);", 1),
             ("CREATE TABLE a (id INT);\n-- a comment; with a semicolon\n/* and another */ COMMIT;", 3),
         ] {
             let statements = split(sql, Dialect::Postgres);
             let found = transaction_control(&statements).unwrap_or_else(|| panic!("{sql}"));
             assert_eq!(found.line, line, "{sql}");
         }
-        let ok = split("SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s; RELEASE s;", Dialect::Postgres);
+        let ok = split(
+            "SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s; RELEASE s; PREPARE q AS SELECT 1;",
+            Dialect::Postgres,
+        );
         assert!(transaction_control(&ok).is_none());
     }
 
