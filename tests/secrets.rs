@@ -175,7 +175,7 @@ fn no_error_path_prints_a_password() {
                     "--backup-command",
                     "$TOOL --dbname x",
                 ],
-                127,
+                15,
                 "cannot run '$TOOL'",
             ),
             "TOOL",

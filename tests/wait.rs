@@ -643,7 +643,7 @@ fn common_mistakes_get_the_fix() {
     let done = preflight(None, &["wait", "--wait-for", "amqp://rabbit:5672"], LONG);
     done.expect_code(2);
     assert!(
-        done.stderr.contains("unsupported scheme 'amqp': a target is tcp://HOST:PORT, http://"),
+        done.stderr.contains("unsupported scheme 'amqp': a target is tcp://HOST:PORT, http(s)://"),
         "{done}"
     );
     let done =
