@@ -63,6 +63,17 @@ pub enum Command {
     ///
     /// Example: preflight status --check --timeout 5s
     Status(Box<StatusArgs>),
+    /// Print a shell completion script to stdout.
+    ///
+    /// Example: preflight completions bash > /etc/bash_completion.d/preflight
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout.
+    ///
+    /// Example: preflight man > /usr/local/share/man/man1/preflight.1
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -378,7 +389,7 @@ pub struct WaitArgs {
 
     /// Another dependency: tcp://HOST:PORT, http(s)://HOST[:PORT]/PATH (2xx is ready; options
     /// status=2xx,301 body=REGEX ca=PEM insecure=1 in the query),
-    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (logs in and answers PING), unix:///PATH (a socket accepts), file:///PATH (exists) or a database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
+    /// redis(s)://[USER:PASSWORD@]HOST[:PORT][/DB] (logs in and answers PING), unix:///PATH (a socket accepts), file:///PATH (exists) or a database URL. Repeat the flag. Without the flag, PREFLIGHT_WAIT_FOR holds the targets
     /// separated by commas (a comma inside a password is written %2C there).
     /// Example: --wait-for tcp://redis:6379 --wait-for http://api:8080/healthz
     #[arg(long, value_name = "TARGET")]

@@ -265,6 +265,10 @@ impl Config {
                 check_action(&migrate.config.source, &action)?;
                 Command::Migrate { wait, migrate, action }
             }
+            // Handled in main before any configuration is read.
+            cli::Command::Completions { .. } | cli::Command::Man => {
+                return Err(Error::Internal("completions and man need no configuration".into()));
+            }
             cli::Command::Status(st) => {
                 let wait = WaitConfig::from_args(st.wait)?;
                 let phase = MigratePhase::from_args(&wait, st.migrate, true)?

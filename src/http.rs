@@ -46,13 +46,7 @@ impl Check {
                     )
                 }
                 "ca" => ca = Some(PathBuf::from(value.as_ref())),
-                "insecure" => {
-                    insecure = match value.as_ref() {
-                        "1" | "true" | "yes" | "" => true,
-                        "0" | "false" | "no" => false,
-                        _ => return Err(format!("insecure='{value}': write insecure=1 or leave it out")),
-                    }
-                }
+                "insecure" => insecure = parse_insecure(&value)?,
                 _ => kept.push((key.into_owned(), value.into_owned())),
             }
         }
@@ -95,6 +89,52 @@ fn parse_statuses(raw: &str) -> Result<Vec<(u16, u16)>, String> {
             }
         })
         .collect()
+}
+
+/// The TLS settings from a URL's `ca=` and `insecure=` options, which are taken out of it.
+pub fn tls_from_url(url: &mut Url) -> Result<Arc<rustls::ClientConfig>, String> {
+    let (mut ca, mut insecure) = (None, false);
+    let mut kept = Vec::new();
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "ca" => ca = Some(PathBuf::from(value.as_ref())),
+            "insecure" => insecure = parse_insecure(&value)?,
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok(Arc::new(client_config(ca, insecure)?))
+}
+
+fn parse_insecure(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "true" | "yes" | "" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(format!("insecure='{value}': write insecure=1 or leave it out")),
+    }
+}
+
+/// A TLS session over `stream`, checking the certificate against `host` (a name or an address)
+/// as `config` says. Certificate problems are permanent: waiting will not fix them.
+pub async fn tls_connect(
+    stream: TcpStream,
+    host: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| Failure::new(Class::Permanent(Permanent::Tls), format!("{host}: {e}")))?;
+    tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await.map_err(|e| {
+        let class = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(_) => Class::Permanent(Permanent::Tls),
+            None => crate::classify::classify_io(&e),
+        };
+        Failure::new(class, format!("TLS: {e}"))
+    })
 }
 
 fn client_config(ca: Option<PathBuf>, insecure: bool) -> Result<rustls::ClientConfig, String> {
@@ -171,19 +211,7 @@ pub async fn get(stream: TcpStream, url: &Url, check: &Check) -> Result<(), Fail
     match &check.tls {
         None => request(stream, url, check).await,
         Some(config) => {
-            let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-            let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-                .map_err(|e| Failure::new(Class::Permanent(Permanent::Tls), format!("{host}: {e}")))?;
-            let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await.map_err(
-                |e| {
-                    // The certificate's problems will not go away by waiting.
-                    let class = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                        Some(_) => Class::Permanent(Permanent::Tls),
-                        None => crate::classify::classify_io(&e),
-                    };
-                    Failure::new(class, format!("TLS: {e}"))
-                },
-            )?;
+            let tls = tls_connect(stream, url.host_str().unwrap_or_default(), config).await?;
             request(tls, url, check).await
         }
     }

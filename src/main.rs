@@ -49,6 +49,9 @@ fn cli_main(started: Instant) -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err).into(),
     };
+    if let Some(exit) = print_help_files(&cli.command) {
+        return exit.into();
+    }
     if let Err(err) = log::init(&config::LogConfig::from_cli(&cli)) {
         // A bad --log-level: reported as the format asks, JSON included.
         let json = config::LogConfig::json();
@@ -152,4 +155,26 @@ fn json_logs_requested() -> bool {
 /// `--`, may be anything) is never a reason to panic. clap and the app get the raw ones.
 fn raw_args() -> Vec<String> {
     std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
+/// `completions SHELL` and `man`: generated from the same command tree as `--help`.
+fn print_help_files(command: &cli::Command) -> Option<exit::Exit> {
+    use std::io::Write;
+    let mut tree = <cli::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    match command {
+        cli::Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut tree, "preflight", &mut out)
+        }
+        cli::Command::Man => {
+            if let Err(e) = clap_mangen::Man::new(tree).render(&mut out) {
+                eprintln!("preflight: cannot render the manual page: {e}");
+                return Some(exit::Exit::Failure);
+            }
+        }
+        _ => return None,
+    }
+    // A closed pipe (`preflight man | head`) is not an error worth a message.
+    let _ = std::io::stdout().lock().write_all(&out);
+    Some(exit::Exit::Success)
 }

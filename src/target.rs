@@ -103,12 +103,14 @@ pub enum TargetKind {
         options: Box<MySqlConnectOptions>,
     },
     /// `redis://[user:password@]host[:port][/db]`: ready when it logs in and answers PING.
+    /// `rediss://` is the same over TLS (`tls`, from the URL's `ca=` / `insecure=`).
     Redis {
         host: Host,
         port: u16,
         user: Option<String>,
         password: Option<String>,
         db: u32,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     },
     /// `unix:///run/app.sock`: ready when a connection is accepted.
     Unix {
@@ -223,14 +225,16 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
             url: SecretUrl(raw.to_owned()),
         });
     }
-    if lower.starts_with("rediss://") {
-        return Err(TargetError(
-            "rediss:// (Redis over TLS) is not supported yet: wait for the port with tcp://HOST:PORT".into(),
-        ));
-    }
-    if lower.starts_with("redis://") {
-        let (url, zone) = parse_url_with_zone(raw)?;
+    if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+        let (mut url, zone) = parse_url_with_zone(raw)?;
         register_secrets(&url);
+        let tls = match url.scheme() {
+            "rediss" => Some(
+                crate::http::tls_from_url(&mut url)
+                    .map_err(|e| TargetError(format!("{}: {e}", redacted_url(&url))))?,
+            ),
+            _ => None,
+        };
         let host = url_host(&url, zone)?;
         let port = url.port().unwrap_or(6379);
         let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
@@ -255,7 +259,7 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
         let name = redacted_url(&url);
         return Ok(Target {
             name,
-            kind: TargetKind::Redis { host, port, user, password, db },
+            kind: TargetKind::Redis { host, port, user, password, db, tls },
             url: SecretUrl(raw.to_owned()),
         });
     }
@@ -289,7 +293,7 @@ pub fn parse_wait_for(raw: &str) -> Result<Target, TargetError> {
     })
 }
 
-const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http(s)://HOST[:PORT]/PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
+const WAIT_FOR_SCHEMES: &str = "tcp://HOST:PORT, http(s)://HOST[:PORT]/PATH, redis(s)://[USER:PASSWORD@]HOST[:PORT][/DB], unix:///PATH (a socket), file:///PATH (exists), or a database URL (postgres://, postgresql://, mysql://, \
      mariadb:// or sqlite:)";
 
 /// `db:5432`, `10.0.0.5:6379`, `[::1]:5432`: a host and a port, without a scheme.

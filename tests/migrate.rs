@@ -343,6 +343,39 @@ fn a_lock_held_too_long_times_out_naming_the_holder() {
     holder.finish(LONG).expect_code(0);
 }
 
+/// A server that stops answering while preflight waits for the lock (frozen, or a network
+/// that drops packets) does not hold it past --lock-timeout: a query that never returns is cut
+/// by the bound on the whole wait.
+#[test]
+fn a_frozen_server_does_not_stretch_the_lock_timeout() {
+    let (pg, url) = Pg::running();
+    let m = Migrations::new(&[("1_slow.sql", "SELECT pg_sleep(6);\n")]);
+    let mut holder = Preflight::spawn(None, &["migrate", "--database-url", &url, "--migrations", m.path()]);
+    holder.wait_for_line(&["migration lock acquired"], LONG);
+    let mut waiter = Preflight::spawn(
+        None,
+        &["migrate", "--database-url", &url, "--migrations", m.path(), "--lock-timeout", "3s"],
+    );
+    waiter.wait_for_line(&["waiting for the migration lock"], LONG);
+    pg.freeze(true);
+    /// Thaws the server however the test ends.
+    struct Thaw<'a>(&'a Pg);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.freeze(false);
+        }
+    }
+    let _thaw = Thaw(&pg);
+    let done = waiter.finish(Duration::from_secs(15));
+    done.expect_code(14);
+    assert!(done.stderr.contains("within 3s"), "{done}");
+    // The deadline plus the one-second bound, with room for a slow machine; without the bound a
+    // query to the frozen server would wait for the attempt timeout or for ever.
+    assert!(done.elapsed < Duration::from_secs(7), "{done}");
+    drop(_thaw);
+    let _ = holder.finish(LONG);
+}
+
 #[test]
 fn a_killed_lock_holder_frees_the_lock_and_leaves_nothing_half_applied() {
     use nix::sys::signal::Signal;
@@ -1010,6 +1043,18 @@ fn a_migration_blocked_by_an_open_transaction_gives_way_then_retries() {
     };
     let args = ["migrate", "--database-url", &url, "--migrations", m.path(), "--ddl-lock-timeout", "200ms"];
 
+    // An older transaction that holds no table lock: open, but not the blocker.
+    let mut decoy = std::process::Command::new(pg_bin("psql"))
+        .arg(&url)
+        .env("PGAPPNAME", "decoy")
+        .args(["-c", "BEGIN; SELECT txid_current(); SELECT pg_sleep(120)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let decoy_open =
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'decoy' AND xact_start IS NOT NULL";
+    wait_until("the decoy's transaction", LONG, || sql_i64(&url, decoy_open) >= 1);
     let child = blocker();
     wait_until("the blocker to hold its lock", LONG, || sql_i64(&url, held) >= 1);
     let done = preflight(None, &[&args[..], &["--ddl-retries", "2"]].concat(), LONG);
@@ -1019,6 +1064,13 @@ fn a_migration_blocked_by_an_open_transaction_gives_way_then_retries() {
         done.stderr.contains("psql, idle in transaction") || done.stderr.contains("psql, active"),
         "{done}"
     );
+    // The blocker is named first, with the table it holds, before the older decoy.
+    let error = done.stderr.lines().find(|l| l.contains("ERROR")).unwrap_or_default();
+    let (named, decoy_at) = (error.find("(psql,"), error.find("(decoy,"));
+    assert!(named.is_some() && (decoy_at.is_none() || named < decoy_at), "{done}");
+    assert!(error.contains("holds locks on items"), "{done}");
+    sql_exec(&url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'decoy'");
+    let _ = decoy.wait();
     assert_eq!(done.stderr.matches("trying again").count(), 2, "{done}");
     assert_eq!(
         sql_i64(

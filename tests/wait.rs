@@ -721,7 +721,7 @@ fn redis_is_ready_when_it_logs_in_and_answers_ping() {
     done.expect_code(0);
     assert!(done.stderr.contains("INFO ready"), "{done}");
 
-    for bad in ["rediss://cache:6380", "redis://cache/x", "redis://user@cache"] {
+    for bad in ["rediss://cache:6380?insecure=maybe", "redis://cache/x", "redis://user@cache"] {
         let done = preflight(None, &["wait", "--wait-for", bad], LONG);
         done.expect_code(2);
     }
@@ -817,4 +817,59 @@ fn https_targets_check_the_certificate_status_and_body() {
     let done = wait(format!("https://localhost:{port}/health?ca=/nonexistent/ca.pem"), "10s");
     done.expect_code(2);
     assert!(done.stderr.contains("ca=/nonexistent/ca.pem: cannot read it"), "{done}");
+}
+
+/// rediss:// against Debian's redis-server with TLS only, its certificate signed by a CA the
+/// test makes: logs in over TLS with ?ca=, fails fast (3) without it, and ?insecure=1 skips the
+/// check.
+#[test]
+fn rediss_targets_log_in_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    test_ca(dir.path());
+    let redis = Redis::running_tls(&dir.path().join("server.pem"), &dir.path().join("server.key"));
+    let pw = Redis::PASSWORD.replace(',', "%2C");
+    let ca = dir.path().join("ca.pem");
+    let wait = |target: String| {
+        preflight(None, &["wait", "--wait-for", &target, "--timeout", "10s", "--attempt-timeout", "2s"], LONG)
+    };
+    let done = wait(format!("rediss://:{pw}@localhost:{}/1?ca={}", redis.port, ca.display()));
+    done.expect_code(0);
+    assert!(!done.stderr.contains("r3dis-Pw"), "{done}");
+    let done = wait(format!("rediss://:{pw}@localhost:{}/1", redis.port));
+    done.expect_code(3);
+    assert!(done.stderr.contains("UnknownIssuer"), "{done}");
+    wait(format!("rediss://:{pw}@127.0.0.1:{}/?insecure=1", redis.port)).expect_code(0);
+    // A wrong password is refused over TLS as in the clear.
+    let done = wait(format!("rediss://:wrong@localhost:{}/?ca={}", redis.port, ca.display()));
+    done.expect_code(3);
+    // Plain redis:// to the TLS port is not ready (the server drops it), never "ready".
+    let done = preflight(
+        None,
+        &["wait", "--wait-for", &format!("redis://:{pw}@127.0.0.1:{}", redis.port), "--timeout", "1s"],
+        LONG,
+    );
+    done.expect_code(124);
+}
+
+/// Shell completions and the manual page come from the same command tree as --help.
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    // (Read whole: a script is larger than a pipe's buffer.)
+    let output = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), out.stderr.is_empty())
+    };
+    for (shell, needle) in
+        [("bash", "_preflight()"), ("zsh", "#compdef preflight"), ("fish", "complete -c preflight")]
+    {
+        let (code, stdout, quiet) = output(&["completions", shell]);
+        assert_eq!(code, Some(0), "{shell}");
+        assert!(stdout.contains(needle) && stdout.contains("wait-for") && quiet, "{shell}: {stdout}");
+    }
+    let (code, stdout, _) = output(&["man"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(".TH preflight"), "{stdout}");
+    let done = preflight(None, &["completions", "tcsh"], LONG);
+    done.expect_code(2);
+    assert!(done.stderr.contains("bash"), "{done}");
 }

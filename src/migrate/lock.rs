@@ -84,7 +84,25 @@ pub async fn acquire(
         }
         return acquire_file(target, path, timeout, stagger).await;
     }
+    // Every step below is bounded by the schedule, but a frozen server (stopped, or a network
+    // that drops packets) can hold one query forever: the whole wait is bounded here too, a
+    // second after the deadline (the last try's query, which names the holder, runs at the
+    // deadline).
     let start = Instant::now();
+    let bound = start + timeout + Duration::from_secs(1);
+    match tokio::time::timeout_at(bound, acquire_db(target, first, timeout, stagger, start)).await {
+        Ok(result) => result,
+        Err(_) => Err(lock_timeout(target, timeout, None)),
+    }
+}
+
+async fn acquire_db(
+    target: &Target,
+    first: Option<DbConn>,
+    timeout: Duration,
+    stagger: Duration,
+    start: Instant,
+) -> Result<LockGuard, Error> {
     let deadline = start + timeout;
     let mut rng: StdRng = rand::make_rng();
     let mut schedule = Schedule::new(POLL, Some(deadline), PROGRESS_EVERY);

@@ -224,24 +224,39 @@ pub fn is_lock_timeout(e: &sqlx::Error) -> bool {
 
 /// The sessions with the oldest open transactions in this database: the likely holders of
 /// the locks a migration waited for (the wait itself is over when this is asked).
+///
+/// The statement that timed out no longer waits, so `pg_blocking_pids` has nothing to say
+/// afterwards: these are the other sessions' transactions that hold locks on the database's own
+/// tables (the candidates), oldest first, each with the tables it holds; without any, the
+/// oldest open transactions.
 pub async fn oldest_transactions(conn: &mut DbConn) -> Result<Vec<String>, sqlx::Error> {
     let DbConn::Pg(c) = conn else { return Ok(Vec::new()) };
-    type Row = (i32, Option<String>, Option<String>, Option<f64>);
+    type Row = (i32, Option<String>, Option<String>, Option<f64>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT pid, application_name, state, EXTRACT(EPOCH FROM now() - xact_start)::float8 \
-         FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
-         ORDER BY xact_start LIMIT 3",
+        "SELECT a.pid, a.application_name, a.state, \
+                EXTRACT(EPOCH FROM now() - a.xact_start)::float8, \
+                (SELECT string_agg(DISTINCT c.relname, ', ') FROM pg_locks l \
+                   JOIN pg_class c ON c.oid = l.relation \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE l.pid = a.pid AND l.granted AND c.relkind IN ('r', 'p', 'm', 'v') \
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')) AS tables \
+         FROM pg_stat_activity a \
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL \
+         ORDER BY (SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                    WHERE l.pid = a.pid AND l.granted AND c.relnamespace <> 'pg_catalog'::regnamespace) = 0, \
+                  a.xact_start \
+         LIMIT 3",
     )
     .fetch_all(c)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(pid, app, state, secs)| {
+        .map(|(pid, app, state, secs, tables)| {
             let app = app.filter(|a| !a.is_empty()).unwrap_or_else(|| "no application_name".into());
             let state = state.unwrap_or_else(|| "state unknown".into());
             let age = secs.map(|s| format!(", transaction open {s:.0}s")).unwrap_or_default();
-            format!("pid {pid} ({app}, {state}{age})")
+            let holds = tables.map(|t| format!(", holds locks on {t}")).unwrap_or_default();
+            format!("pid {pid} ({app}, {state}{age}{holds})")
         })
         .collect())
 }

@@ -40,12 +40,26 @@ pub async fn attempt(target: &Target, stagger: Duration) -> Result<Ready, Failur
             .await?;
             Ok(Ready { at: addr.to_string(), conn: None })
         }
-        TargetKind::Redis { host, port, user, password, db } => {
+        TargetKind::Redis { host, port, user, password, db, tls } => {
             let addrs = resolve(host, *port).await?;
             let login = super::redis::Login { user: user.clone(), password: password.clone(), db: *db };
+            // The name the certificate must hold: the host, or the address without a zone.
+            let name = match host {
+                crate::target::Host::Name(n) => n.clone(),
+                crate::target::Host::Ip(ip, _) => ip.to_string(),
+            };
             let (addr, ()) = race(addrs, stagger, |addr| {
-                let login = login.clone();
-                async move { super::redis::check(tcp_connect(addr).await?, &login).await }
+                let (login, tls, name) = (login.clone(), tls.clone(), name.clone());
+                async move {
+                    let stream = tcp_connect(addr).await?;
+                    match tls {
+                        None => super::redis::check(stream, &login).await,
+                        Some(config) => {
+                            let stream = crate::http::tls_connect(stream, &name, &config).await?;
+                            super::redis::check(stream, &login).await
+                        }
+                    }
+                }
             })
             .await?;
             Ok(Ready { at: addr.to_string(), conn: None })

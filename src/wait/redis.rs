@@ -2,8 +2,7 @@
 //! bytes of RESP, so no client crate: a port that accepts connections is not a Redis that
 //! answers, and a Redis still loading its data set answers `-LOADING` to everything.
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::classify::{Class, Failure, Permanent};
 
@@ -15,8 +14,8 @@ pub struct Login {
     pub db: u32,
 }
 
-/// Runs the handshake on a connected stream.
-pub async fn check(stream: TcpStream, login: &Login) -> Result<(), Failure> {
+/// Runs the handshake on a connected stream (TCP, or TLS for `rediss://`).
+pub async fn check<S: AsyncRead + AsyncWrite + Unpin>(stream: S, login: &Login) -> Result<(), Failure> {
     let mut stream = BufReader::new(stream);
     if let Some(password) = &login.password {
         let mut args = vec!["AUTH"];
@@ -40,7 +39,10 @@ pub async fn check(stream: TcpStream, login: &Login) -> Result<(), Failure> {
 }
 
 /// Sends one command and reads its one-line reply (`+OK`, `+PONG`, or an error).
-async fn command(stream: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String, Failure> {
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+    args: &[&str],
+) -> Result<String, Failure> {
     let mut out = format!("*{}\r\n", args.len());
     for arg in args {
         out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));

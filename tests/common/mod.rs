@@ -160,6 +160,20 @@ pub struct Pg {
 }
 
 impl Pg {
+    /// Stops (`true`) or continues the server and every backend: a server that accepts nothing
+    /// and answers nothing, as one behind a dropped network would.
+    pub fn freeze(&self, stop: bool) {
+        let Some(child) = &self.child else { return };
+        let pid = child.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let signal = if stop { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
+        for p in std::iter::once(pid.to_string()).chain(children.split_whitespace().map(str::to_owned)) {
+            if let Ok(p) = p.parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), signal);
+            }
+        }
+    }
+
     /// A server that will listen on `listen` (PostgreSQL's listen_addresses syntax), in `netns`
     /// if given. Not started yet.
     pub fn new(listen: &str, netns: Option<&str>) -> Pg {
@@ -802,10 +816,37 @@ impl Redis {
     }
 
     pub fn spawn_on(port: u16) -> Redis {
+        Redis::spawn_with(&["--port", &port.to_string()], port)
+    }
+
+    /// TLS only, on a free port, with this certificate and key (clients are not asked for one).
+    pub fn running_tls(cert: &Path, key: &Path) -> Redis {
+        let port = free_port();
+        let r = Redis::spawn_with(
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-auth-clients",
+                "no",
+            ],
+            port,
+        );
+        r.wait_ready();
+        r
+    }
+
+    fn spawn_with(listen: &[&str], port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("redis.log");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--requirepass", Self::PASSWORD, "--databases", "4"])
             .arg("--dir")
             .arg(dir.path())
