@@ -57,6 +57,9 @@ def scenarios(tmp):
         (["--log-format", "json"], ["true"], []),
         ([], ["sh", "-c", "exit 3"], []),
         (["--log-level", "debug"], ["sh", "-c", "sleep 30"], ["HUP", "USR1", "WINCH", "TERM"]),
+        # A password in the app's argv, in both formats: hidden in the debug command line.
+        (["--log-level", "debug"], ["sh", "-c", "exit 0", "postgres://u:argv-Pw@db/app"], []),
+        (["--log-format", "json", "--log-level", "debug"], ["true", "postgres://u:argv-Pw@db/app"], []),
         (
             ["--stop-timeout", "300ms", "--stop-delay", "10ms", "--rewrite-signal", "15:3", "--log-level", "debug"],
             ["sh", "-c", "trap '' TERM QUIT; sleep 30"],
@@ -84,7 +87,10 @@ def profile(binary, tmp):
     for i, (flags, command, sigs) in enumerate(scenarios(tmp)):
         log = os.path.join(tmp, f"lackey.{i}")
         argv = ["valgrind", "-q", "--tool=lackey", "--trace-mem=yes", f"--log-file={log}", binary]
-        p = subprocess.Popen(argv + ["__supervise", *flags, "--", *command], stderr=subprocess.DEVNULL)
+        # As in a real container: a database URL with a password in the environment, which
+        # the supervisor registers for redaction and then scrubs from every line.
+        env = dict(os.environ, DATABASE_URL="postgres://app:profile-Pw@db.internal:5432/app")
+        p = subprocess.Popen(argv + ["__supervise", *flags, "--", *command], stderr=subprocess.DEVNULL, env=env)
         if sigs:
             time.sleep(2)  # valgrind starts slowly; the app must be running before we signal
             for s in sigs:
