@@ -29,15 +29,22 @@ pub struct Cli {
     pub command: Command,
 
     /// Log line format on stderr: human-readable text or one JSON object per line.
-    #[arg(long, global = true, env = "PREFLIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Logging", env = "PREFLIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax: `debug`, or `info,preflight=debug`.
-    #[arg(long, global = true, env = "PREFLIGHT_LOG", default_value = "info", value_name = "FILTER")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Logging",
+        env = "PREFLIGHT_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
     pub log_level: String,
 
     /// Colour in text logs: auto (when stderr is a terminal and NO_COLOR is unset), always, never.
-    #[arg(long, global = true, env = "PREFLIGHT_COLOR", value_enum, default_value_t = Color::Auto)]
+    #[arg(long, global = true, help_heading = "Logging", env = "PREFLIGHT_COLOR", value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 }
 
@@ -87,6 +94,7 @@ pub enum InitMode {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Starting the app")]
 pub struct InitArgs {
     /// auto: supervise the app when preflight is PID 1, exec it otherwise. always: supervise.
     /// never: exec.
@@ -266,6 +274,7 @@ pub enum SchemaArg {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Migrating")]
 pub struct MigrateArgs {
     /// Directory of SQL migrations in sqlx's format (`<version>_<desc>.sql`, or `.up.sql` /
     /// `.down.sql`). Default: ./migrations when it exists.
@@ -370,6 +379,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Waiting")]
 pub struct WaitArgs {
     /// The database to wait for: postgres://, postgresql://, mysql://, mariadb:// or sqlite:
     /// (a SQLAlchemy `+driver` suffix is accepted). Example: postgres://app:pw@[::1]:5432/app
@@ -445,6 +455,20 @@ mod tests {
         for needle in ["DATABASE_URL", "PREFLIGHT_TIMEOUT", "[default: 60s]", "PREFLIGHT_BACKOFF_MAX"] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
+        // Options are grouped by phase (global ones are copied into subcommands at build).
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand_mut("run").expect("run subcommand exists").render_help().to_string();
+        let at = |heading: &str| {
+            run.find(&format!("\n{heading}:\n")).unwrap_or_else(|| panic!("{heading}: {run}"))
+        };
+        assert!(
+            at("Waiting") < at("Migrating")
+                && at("Migrating") < at("Starting the app")
+                && at("Starting the app") < at("Logging")
+        );
+        assert!(run[at("Waiting")..at("Migrating")].contains("--timeout"), "{run}");
+        assert!(run[at("Starting the app")..at("Logging")].contains("--stop-timeout"), "{run}");
         // Help prints an env var's value unless told not to: every variable that can hold a
         // URL (or a command, which can hold a password) is hidden, in every subcommand.
         let cmd = Cli::command();
