@@ -310,7 +310,20 @@ fn is_host_port(raw: &str) -> bool {
 
 fn parse_network_db(scheme: &'static str, rest: &str) -> Result<Target, TargetError> {
     // Normalize the scheme to the one sqlx expects; the rest is passed through untouched.
-    let normalized = format!("{scheme}:{rest}");
+    let mut normalized = format!("{scheme}:{rest}");
+    // libpq's `postgres://user:pw@/db?host=/run/postgresql`: a user, no host, a socket. The URL
+    // parser refuses an empty host after user info; the socket parameter decides anyway.
+    let socket_key = if scheme == "postgres" { "host=/" } else { "socket=" };
+    if let Some(at) = normalized.find("@/").or_else(|| normalized.find("@?")) {
+        if normalized[at..].to_ascii_lowercase().contains(socket_key) {
+            normalized.insert_str(at + 1, "localhost");
+        } else if normalized.starts_with(&format!("{scheme}://")) {
+            return Err(TargetError(format!(
+                "the database URL has no host after its user: write {scheme}://USER:PASSWORD@HOST:PORT/DB{}",
+                if scheme == "postgres" { ", or add ?host=/run/postgresql for a unix socket" } else { "" }
+            )));
+        }
+    }
     let (url, zone) = parse_url_with_zone(&normalized)?;
     register_secrets(&url);
     let name = redacted_url(&url);
@@ -628,6 +641,21 @@ mod tests {
         assert!(parse_wait_for("tcp://db").is_err());
         assert!(parse_wait_for("db:5432").is_err());
         assert!(matches!(parse_wait_for("mysql://u@db/x").unwrap().kind, TargetKind::MySql { .. }));
+    }
+
+    #[test]
+    fn a_user_without_a_host_takes_the_socket_parameter() {
+        let t = parse_database_url("postgres://app:pw@/db?host=/run/postgresql").unwrap();
+        assert!(
+            matches!(&t.kind, TargetKind::Postgres { endpoint: Endpoint::Unix(p), .. } if p == std::path::Path::new("/run/postgresql"))
+        );
+        let e = parse_database_url("postgres://app:pw@/db").unwrap_err().to_string();
+        assert!(
+            e.contains("no host after its user") && e.contains("?host=/run/postgresql") && !e.contains("pw"),
+            "{e}"
+        );
+        let e = parse_database_url("mysql://app:pw@/db").unwrap_err().to_string();
+        assert!(e.contains("no host after its user"), "{e}");
     }
 
     #[test]
