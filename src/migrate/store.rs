@@ -199,7 +199,8 @@ async fn run_one_by_one(c: &mut sqlx::PgConnection, m: &Migration) -> Result<(),
 }
 
 /// Bounds how long each statement of this session waits for a lock: PostgreSQL's
-/// `lock_timeout`, MySQL's `lock_wait_timeout` (whole seconds, at least 1). SQLite has no
+/// `lock_timeout`, MySQL's `lock_wait_timeout` (whole seconds: rounded up, so never shorter than
+/// asked). SQLite has no
 /// such wait (its busy timeout covers the file lock).
 pub async fn set_lock_timeout(conn: &mut DbConn, timeout: Duration) -> Result<(), sqlx::Error> {
     match conn {
@@ -208,7 +209,8 @@ pub async fn set_lock_timeout(conn: &mut DbConn, timeout: Duration) -> Result<()
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop)
         }
         DbConn::MySql(c) => {
-            let sql = format!("SET SESSION lock_wait_timeout = {}", timeout.as_secs().max(1));
+            let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+            let sql = format!("SET SESSION lock_wait_timeout = {}", secs.max(1));
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(drop)
         }
         DbConn::Sqlite(_) => Ok(()),
