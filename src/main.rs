@@ -160,14 +160,15 @@ fn raw_args() -> Vec<String> {
 /// `completions SHELL` and `man`: generated from the same command tree as `--help`.
 fn print_help_files(command: &cli::Command) -> Option<exit::Exit> {
     use std::io::Write;
-    let mut tree = <cli::Cli as clap::CommandFactory>::command();
+    // Built only here: building the tree costs every start time.
+    let tree = <cli::Cli as clap::CommandFactory>::command;
     let mut out = Vec::new();
     match command {
         cli::Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut tree, "preflight", &mut out)
+            clap_complete::generate(*shell, &mut tree(), "preflight", &mut out)
         }
         cli::Command::Man => {
-            if let Err(e) = clap_mangen::Man::new(tree).render(&mut out) {
+            if let Err(e) = clap_mangen::Man::new(tree()).render(&mut out) {
                 eprintln!("preflight: cannot render the manual page: {e}");
                 return Some(exit::Exit::Failure);
             }
