@@ -34,30 +34,23 @@ pub struct Check {
 impl Check {
     /// Takes preflight's options out of `url`'s query. Errors name the option and the fix.
     pub fn from_url(url: &mut Url) -> Result<Check, String> {
-        let (mut statuses, mut body, mut ca, mut insecure) = (None, None, None, false);
-        let mut kept = Vec::new();
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "status" => statuses = Some(parse_statuses(&value)?),
+        let (mut statuses, mut body) = (None, None);
+        take_options(url, |key, value| {
+            match key {
+                "status" => statuses = Some(parse_statuses(value)?),
                 "body" => {
                     body = Some(
-                        regex_lite::Regex::new(&value)
+                        regex_lite::Regex::new(value)
                             .map_err(|e| format!("body='{value}' is not a regular expression ({e})"))?,
                     )
                 }
-                "ca" => ca = Some(PathBuf::from(value.as_ref())),
-                "insecure" => insecure = parse_insecure(&value)?,
-                _ => kept.push((key.into_owned(), value.into_owned())),
+                _ => return Ok(false),
             }
-        }
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
+            Ok(true)
+        })?;
         let tls = match url.scheme() {
-            "https" => Some(Arc::new(client_config(ca, insecure)?)),
-            _ if ca.is_some() || insecure => {
+            "https" => Some(tls_from_url(url)?),
+            _ if url.query_pairs().any(|(k, _)| k == "ca" || k == "insecure") => {
                 return Err("ca= and insecure= are for https:// targets".into());
             }
             _ => None,
@@ -94,12 +87,26 @@ fn parse_statuses(raw: &str) -> Result<Vec<(u16, u16)>, String> {
 /// The TLS settings from a URL's `ca=` and `insecure=` options, which are taken out of it.
 pub fn tls_from_url(url: &mut Url) -> Result<Arc<rustls::ClientConfig>, String> {
     let (mut ca, mut insecure) = (None, false);
+    take_options(url, |key, value| {
+        match key {
+            "ca" => ca = Some(PathBuf::from(value)),
+            "insecure" => insecure = parse_insecure(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(Arc::new(client_config(ca, insecure)?))
+}
+
+/// Takes out of `url`'s query every pair `take` accepts (returns true for); the rest stay.
+fn take_options(
+    url: &mut Url,
+    mut take: impl FnMut(&str, &str) -> Result<bool, String>,
+) -> Result<(), String> {
     let mut kept = Vec::new();
     for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "ca" => ca = Some(PathBuf::from(value.as_ref())),
-            "insecure" => insecure = parse_insecure(&value)?,
-            _ => kept.push((key.into_owned(), value.into_owned())),
+        if !take(&key, &value)? {
+            kept.push((key.into_owned(), value.into_owned()));
         }
     }
     if kept.is_empty() {
@@ -107,7 +114,7 @@ pub fn tls_from_url(url: &mut Url) -> Result<Arc<rustls::ClientConfig>, String> 
     } else {
         url.query_pairs_mut().clear().extend_pairs(kept);
     }
-    Ok(Arc::new(client_config(ca, insecure)?))
+    Ok(())
 }
 
 fn parse_insecure(value: &str) -> Result<bool, String> {
