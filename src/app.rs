@@ -227,6 +227,9 @@ pub fn supervise_only() -> Option<Exit> {
     if args.first().map(OsString::as_os_str) != Some(std::ffi::OsStr::new("__supervise")) {
         return None;
     }
+    // Re-executed through /proc/self/exe, the kernel named this process `exe`: ps, top and
+    // `pkill preflight` should find it under its own name.
+    let _ = nix::sys::prctl::set_name(c"preflight");
     let Some(split) = args.iter().position(|a| a == "--") else {
         eprintln!("preflight: __supervise needs -- and the command (it is run's internal mode)");
         return Some(Exit::Usage);

@@ -567,7 +567,7 @@ fn rewrite_signal_to_none_drops_the_signal() {
 }
 
 #[test]
-fn the_supervisor_leaves_the_apps_directory() {
+fn the_supervisor_leaves_the_apps_directory_and_goes_by_its_own_name() {
     for mode in BOTH {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("started");
@@ -601,6 +601,9 @@ fn the_supervisor_leaves_the_apps_directory() {
         };
         let cwd = |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
         wait_until("the supervisor to move to /", LONG, || cwd(supervisor) == Path::new("/"));
+        // Re-executed through /proc/self/exe, it would be `exe` to ps, top and pkill.
+        let comm = std::fs::read_to_string(format!("/proc/{supervisor}/comm")).unwrap();
+        assert_eq!(comm.trim_end(), "preflight", "{mode:?}: the supervisor's process name");
         let app = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", supervisor)).unwrap();
         let app: i32 = app.split_whitespace().next().unwrap().parse().unwrap();
         assert_eq!(cwd(app), dir.path().canonicalize().unwrap(), "{mode:?}: the app keeps its directory");
