@@ -78,8 +78,10 @@ pub fn prepare(cmd: &mut std::process::Command, setup: Setup) {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Asked after preflight may already have died: then nobody would signal us.
+                // An OS error, not a message: nothing may allocate between fork and exec, and
+                // std hands only the errno to the parent.
                 if libc::getppid() != parent.as_raw() {
-                    return Err(std::io::Error::other("preflight exited before the command started"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
             }
             if let Some(user) = &setup.user {
