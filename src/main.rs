@@ -23,8 +23,23 @@ use std::time::Instant;
 
 use clap::Parser;
 
+/// The static (musl) build's allocator. musl's own maps and unmaps a region for nearly every
+/// new size class and gives it back as soon as it is free: parsing the command line alone made
+/// some 130 mmap/munmap calls, a third of the start time of `run --init always -- true`
+/// (scripts/bench-init.py). dlmalloc keeps what it took. glibc builds keep glibc's malloc.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let started = Instant::now();
+    // The lock is taken around fork: a child forked while another thread (tokio's blocking
+    // pool) is allocating must not inherit it held.
+    // SAFETY: called once, first, while the process has one thread.
+    #[cfg(target_env = "musl")]
+    unsafe {
+        dlmalloc::enable_alloc_after_fork()
+    };
     // The supervise-only process that `run` re-executes into skips clap: building the whole
     // command tree touches more memory than the supervisor itself needs (see supervise::init).
     if let Some(exit) = app::supervise_only() {
